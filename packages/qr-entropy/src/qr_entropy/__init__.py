@@ -1,5 +1,85 @@
-"""qr-entropy (skeleton; filled by its issue)."""
+"""qr-entropy: entropy sources, ``QR_*`` configuration, registry and fallback.
+
+Every source generates its bytes when asked (the just-in-time rule: no pools,
+no read-ahead, no caching) and every fetch records where its bytes came from.
+
+Typical use::
+
+    from qr_entropy import EntropyConfig, build_source
+
+    with build_source(EntropyConfig()) as source:
+        fetch = source.fetch(20480)  # fetch.data, fetch.source, fetch.fallback, ...
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from qr_entropy.__about__ import __version__
+from qr_entropy._build import build_source
+from qr_entropy._config import EntropyConfig
+from qr_entropy._exceptions import (
+    ByteCountError,
+    ConfigError,
+    EntropyUnavailableError,
+    QREntropyError,
+    RegistryError,
+    SourceLoadError,
+    UnknownSourceError,
+)
+from qr_entropy._fallback import FallbackEntropySource
+from qr_entropy._fetch import EntropyFetch
+from qr_entropy._fields import settings_table
+from qr_entropy._mock import MockUniformSource
+from qr_entropy._overrides import apply_overrides
+from qr_entropy._registry import (
+    ENTROPY_SOURCES,
+    ENTRY_POINT_GROUP,
+    available_sources,
+    get_source_class,
+    register_entropy_source,
+)
+from qr_entropy._sham import ShamEntropySource
+from qr_entropy._source import EntropySource
+from qr_entropy._system import SystemEntropySource
+from qr_entropy._timing import TimingNoiseSource
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from qr_entropy.grpc import QuantumGrpcSource
+
+__all__ = [
+    "ENTROPY_SOURCES",
+    "ENTRY_POINT_GROUP",
+    "ByteCountError",
+    "ConfigError",
+    "EntropyConfig",
+    "EntropyFetch",
+    "EntropySource",
+    "EntropyUnavailableError",
+    "FallbackEntropySource",
+    "MockUniformSource",
+    "QREntropyError",
+    "QuantumGrpcSource",
+    "RegistryError",
+    "ShamEntropySource",
+    "SourceLoadError",
+    "SystemEntropySource",
+    "TimingNoiseSource",
+    "UnknownSourceError",
+    "__version__",
+    "apply_overrides",
+    "available_sources",
+    "build_source",
+    "get_source_class",
+    "register_entropy_source",
+    "settings_table",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: grpc is heavy and its module imports this package.
+    if name == "QuantumGrpcSource":
+        from qr_entropy.grpc import QuantumGrpcSource
+
+        return QuantumGrpcSource
+    raise AttributeError(f"module 'qr_entropy' has no attribute {name!r}")

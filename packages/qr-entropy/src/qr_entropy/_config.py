@@ -1,0 +1,145 @@
+"""``EntropyConfig``: the infrastructure settings, read from ``QR_*`` variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["EntropyConfig", "FallbackMode", "GrpcMode"]
+
+GrpcMode = Literal["unary", "server_streaming", "bidi_streaming"]
+FallbackMode = Literal["error", "system", "mock_uniform"]
+
+
+class EntropyConfig(BaseSettings):
+    """Where entropy comes from and how the transport behaves.
+
+    Each field is read from the environment variable ``QR_<FIELD NAME IN UPPER
+    CASE>`` or from a ``.env`` file in the working directory; environment
+    variables win over ``.env``. Other ``QR_*`` variables (owned by other
+    packages) are ignored. None of these fields may be overridden per request.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="QR_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        allow_inf_nan=False,
+    )
+
+    entropy_source_type: str = Field(
+        default="system",
+        min_length=1,
+        description="Primary entropy source: a registered name (see `qr-entropy sources`).",
+    )
+    grpc_server_address: str = Field(
+        default="localhost:50051",
+        min_length=1,
+        description="gRPC entropy server address: `host:port` or `unix:///path`.",
+    )
+    grpc_timeout_ms: float = Field(
+        default=5000.0,
+        gt=0,
+        description="Ceiling of the per-call gRPC deadline, in milliseconds.",
+    )
+    grpc_retry_count: int = Field(
+        default=2,
+        ge=0,
+        description="Retry attempts after a failed gRPC call.",
+    )
+    grpc_mode: GrpcMode = Field(
+        default="unary",
+        description="gRPC transport mode.",
+    )
+    grpc_method_path: str = Field(
+        default="/qr_entropy.EntropyService/GetEntropy",
+        min_length=1,
+        description="Full method path of the unary RPC.",
+    )
+    grpc_stream_method_path: str = Field(
+        default="/qr_entropy.EntropyService/StreamEntropy",
+        description="Full method path of the streaming RPC (empty disables streaming).",
+    )
+    grpc_api_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="API key sent as gRPC metadata (empty: no authentication). Never logged.",
+    )
+    grpc_api_key_header: str = Field(
+        default="api-key",
+        min_length=1,
+        description="gRPC metadata header that carries the API key.",
+    )
+    grpc_tls: bool = Field(
+        default=False,
+        description="Use TLS for the gRPC channel.",
+    )
+    grpc_tls_ca_file: str = Field(
+        default="",
+        description="PEM file of the CA that signed the server certificate (empty: system roots).",
+    )
+    grpc_tls_cert_file: str = Field(
+        default="",
+        description="PEM client certificate for mutual TLS (empty: no client certificate).",
+    )
+    grpc_tls_key_file: str = Field(
+        default="",
+        description="PEM private key of the client certificate.",
+    )
+    grpc_tls_server_name: str = Field(
+        default="",
+        description="Host name checked in the server certificate (empty: from the address).",
+    )
+    fallback_mode: FallbackMode = Field(
+        default="system",
+        description="What happens when the primary source is unavailable.",
+    )
+    cb_window_size: int = Field(
+        default=100,
+        ge=1,
+        description="Rolling latency window size for the P99 computation.",
+    )
+    cb_min_timeout_ms: float = Field(
+        default=5.0,
+        gt=0,
+        description="Minimum adaptive timeout in milliseconds.",
+    )
+    cb_timeout_multiplier: float = Field(
+        default=1.5,
+        ge=1,
+        description="Multiplier applied to the P99 latency for the adaptive timeout.",
+    )
+    cb_recovery_window_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds before a half-open retry after the circuit opens.",
+    )
+    cb_max_consecutive_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failures before the circuit breaker opens.",
+    )
+    mock_uniform_seed: int | None = Field(
+        default=None,
+        description="Seed of the `mock_uniform` source (unset: seeded from the OS).",
+    )
+    mock_uniform_bias: float = Field(
+        default=0.0,
+        ge=-127.5,
+        le=127.5,
+        description="Per-byte mean shift of the `mock_uniform` source (mean = 127.5 + bias).",
+    )
+    sham_latency_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Simulated latency of the `sham` source, in milliseconds.",
+    )
+    grpc_max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="Largest byte count per gRPC request; larger fetches are split.",
+    )

@@ -1,0 +1,66 @@
+"""Exceptions raised by qr-entropy.
+
+Every error derives from one root, so callers can catch the package's failures
+without catching unrelated ones::
+
+    QREntropyError
+    ├── EntropyUnavailableError      a source cannot deliver bytes now (the only
+    │                                error FallbackEntropySource catches)
+    ├── ConfigError (ValueError)     a bad setting or per-request override; names
+    │   │                            the key and the allowed values
+    │   └── UnknownSourceError       a source name nobody registered; lists the known names
+    ├── ByteCountError (ValueError)  a byte count that is not a positive integer
+    └── RegistryError                a conflicting registration
+        └── SourceLoadError          a plugin's entry point failed to load; names it
+
+``ConfigError`` and ``ByteCountError`` are ``ValueError`` subclasses so that
+vLLM answers a bad request with HTTP 400 instead of failing the engine.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ByteCountError",
+    "ConfigError",
+    "EntropyUnavailableError",
+    "QREntropyError",
+    "RegistryError",
+    "SourceLoadError",
+    "UnknownSourceError",
+]
+
+
+class QREntropyError(Exception):
+    """Root of every error raised by qr-entropy."""
+
+
+class EntropyUnavailableError(QREntropyError):
+    """A source cannot deliver the requested bytes right now.
+
+    Raised for transient or device-side failures (timeouts, an open circuit,
+    a short read, a failed health test). ``FallbackEntropySource`` catches this
+    error and nothing else.
+    """
+
+
+class ConfigError(QREntropyError, ValueError):
+    """A setting or per-request override is invalid.
+
+    The message names the offending key and the values it accepts.
+    """
+
+
+class UnknownSourceError(ConfigError):
+    """No entropy source is registered under the requested name."""
+
+
+class ByteCountError(QREntropyError, ValueError):
+    """A requested byte count ``n`` is not a positive integer."""
+
+
+class RegistryError(QREntropyError):
+    """A source registration conflicts with an existing one or is not a source."""
+
+
+class SourceLoadError(RegistryError):
+    """A third-party entry point could not be loaded or is not an ``EntropySource``."""

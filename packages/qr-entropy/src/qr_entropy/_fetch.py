@@ -1,0 +1,38 @@
+"""Provenance of one entropy fetch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["EntropyFetch"]
+
+
+@dataclass(frozen=True, slots=True)
+class EntropyFetch:
+    """The bytes of one fetch and where and when they came from.
+
+    All timestamps are wall-clock nanoseconds since the Unix epoch
+    (``time.time_ns()``), so records from different processes line up.
+    """
+
+    data: bytes
+    """The random bytes, exactly as many as were requested."""
+    source: str
+    """Registry name of the source that produced ``data`` (e.g. ``"system"``)."""
+    device_id: str
+    """Device or generator that produced ``data``, as the source reports it."""
+    sequence_id: int | None
+    """Request sequence id for sources that number requests (gRPC), else ``None``."""
+    requested_ns: int
+    """When the fetch was requested."""
+    generated_ns: int
+    """When the bytes were generated: the server's ``generation_timestamp_ns``, or
+    for local sources the time right after generation."""
+    received_ns: int
+    """When the bytes were in the caller's hands."""
+    fallback: bool = False
+    """``True`` when a fallback source produced ``data`` because the primary failed."""
+    fallback_reason: str | None = None
+    """Why the primary failed, when ``fallback`` is ``True``."""
+    response_count: int = 1
+    """How many server responses the bytes came in (``sequence_id`` is the first's)."""

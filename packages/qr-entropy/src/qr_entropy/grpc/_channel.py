@@ -1,0 +1,164 @@
+"""From ``EntropyConfig`` to a gRPC channel: address, TLS, metadata, options."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc import aio
+
+from qr_entropy._exceptions import ConfigError, EntropyUnavailableError
+
+if TYPE_CHECKING:
+    from qr_entropy._config import EntropyConfig
+
+__all__ = ["ChannelSettings", "unix_socket_path"]
+
+# gRPC's default receive limit; raised when a single request may ask for more.
+_DEFAULT_RECEIVE_LIMIT = 4 * 1024 * 1024
+_RESPONSE_OVERHEAD = 64 * 1024
+
+
+def unix_socket_path(address: str) -> str | None:
+    """Return the socket path of a ``unix:`` address, else None."""
+    if address.startswith("unix://"):
+        return address[len("unix://") :]
+    if address.startswith("unix:"):
+        return address[len("unix:") :]
+    return None
+
+
+def _check_method_path(field: str, path: str) -> str:
+    service, _, method = path[1:].partition("/")
+    if not path.startswith("/") or not service or not method or "/" in method:
+        raise ConfigError(f"{field}={path!r}: expected '/package.Service/Method'")
+    return path
+
+
+def _read_pem(field: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{field}={path!r} cannot be read: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """Validated transport settings taken from an ``EntropyConfig``.
+
+    ``metadata`` carries the API key: this object's ``repr`` omits it.
+    """
+
+    address: str
+    method_path: str
+    stream_method_path: str
+    """Empty: streaming disabled."""
+    metadata: tuple[tuple[str, str], ...]
+    root_certificates: bytes | None
+    client_key: bytes | None
+    client_cert: bytes | None
+    server_name: str
+    tls: bool
+    max_request_bytes: int
+
+    def __repr__(self) -> str:
+        return (
+            f"ChannelSettings(address={self.address!r}, tls={self.tls}, "
+            f"authenticated={self.authenticated})"
+        )
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether an API key is sent."""
+        return bool(self.metadata)
+
+    @classmethod
+    def from_config(cls, config: EntropyConfig) -> ChannelSettings:
+        """Validate and read everything the channel needs.
+
+        Raises:
+            ConfigError: bad method path or header, unreadable TLS file, a client
+                certificate without its key, or TLS files without ``grpc_tls``.
+        """
+        stream_path = config.grpc_stream_method_path
+        if stream_path:
+            _check_method_path("grpc_stream_method_path", stream_path)
+        header = config.grpc_api_key_header
+        if header != header.lower() or not header.isascii() or header.startswith(":"):
+            raise ConfigError(
+                f"grpc_api_key_header={header!r}: gRPC metadata keys are lower-case ASCII"
+            )
+        key = config.grpc_api_key.get_secret_value()
+        tls_files = (config.grpc_tls_ca_file, config.grpc_tls_cert_file, config.grpc_tls_key_file)
+        if not config.grpc_tls and any(tls_files):
+            raise ConfigError(
+                "grpc_tls_ca_file/grpc_tls_cert_file/grpc_tls_key_file are set but "
+                "grpc_tls is false; set grpc_tls=true or clear them"
+            )
+        if bool(config.grpc_tls_cert_file) != bool(config.grpc_tls_key_file):
+            raise ConfigError("grpc_tls_cert_file and grpc_tls_key_file must be set together")
+        return cls(
+            address=config.grpc_server_address,
+            method_path=_check_method_path("grpc_method_path", config.grpc_method_path),
+            stream_method_path=stream_path,
+            metadata=((header, key),) if key else (),
+            root_certificates=(
+                _read_pem("grpc_tls_ca_file", config.grpc_tls_ca_file)
+                if config.grpc_tls_ca_file
+                else None
+            ),
+            client_key=(
+                _read_pem("grpc_tls_key_file", config.grpc_tls_key_file)
+                if config.grpc_tls_key_file
+                else None
+            ),
+            client_cert=(
+                _read_pem("grpc_tls_cert_file", config.grpc_tls_cert_file)
+                if config.grpc_tls_cert_file
+                else None
+            ),
+            server_name=config.grpc_tls_server_name,
+            tls=config.grpc_tls,
+            max_request_bytes=config.grpc_max_request_bytes,
+        )
+
+    def options(self) -> list[tuple[str, int | str]]:
+        """Channel arguments: message limits, no gRPC-level retries (ours count)."""
+        receive = max(_DEFAULT_RECEIVE_LIMIT, self.max_request_bytes + _RESPONSE_OVERHEAD)
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", receive),
+            ("grpc.enable_retries", 0),
+            # grpc shares subchannels between channels to the same target by default, so a
+            # replacement channel would inherit the failed one's reconnect backoff.
+            ("grpc.use_local_subchannel_pool", 1),
+            # Reconnect quickly when a restarted server comes back.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        if self.tls and self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        return options
+
+    def check_reachable(self) -> None:
+        """Fail fast with a clear message when a unix socket file is missing.
+
+        Raises:
+            EntropyUnavailableError: the socket path does not exist.
+        """
+        path = unix_socket_path(self.address)
+        if path is not None and not os.path.exists(path):
+            raise EntropyUnavailableError(f"unix socket {path!r} does not exist (no server?)")
+
+    def open_channel(self) -> aio.Channel:
+        """Create the asyncio channel; call inside the event loop that will use it."""
+        if not self.tls:
+            return aio.insecure_channel(self.address, options=self.options())
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.client_key,
+            certificate_chain=self.client_cert,
+        )
+        return aio.secure_channel(self.address, credentials, options=self.options())

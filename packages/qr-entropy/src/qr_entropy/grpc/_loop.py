@@ -1,0 +1,83 @@
+"""One process-wide asyncio event loop on a daemon thread, driven from synchronous callers.
+
+gRPC's asyncio API gives per-read timeouts and cancellation that the
+synchronous API lacks for streams. grpcio 1.85 binds every event loop that
+uses ``grpc.aio`` to one global poller and keeps dispatching to loops that
+were closed, so the client never closes a loop: all sources share this one,
+started on first use (like grpc's own ``grpc-aio-poller`` thread). Each
+source cancels its own calls and coroutines on ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from qr_entropy._exceptions import EntropyUnavailableError
+
+__all__ = ["LoopThread", "shared_loop"]
+
+_T = TypeVar("_T")
+
+
+class LoopThread:
+    """Runs coroutines on a dedicated event-loop thread.
+
+    Args:
+        name: Thread name (shown in thread dumps).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(
+        self,
+        coro: Coroutine[Any, Any, _T],
+        pending: set[concurrent.futures.Future[Any]] | None = None,
+    ) -> _T:
+        """Run ``coro`` on the loop and wait for its result.
+
+        Args:
+            coro: The coroutine.
+            pending: The caller's set of in-flight calls; the call is in it while
+                it runs, so that ``close()`` can cancel it.
+
+        Raises:
+            EntropyUnavailableError: the call was cancelled by ``close()``.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        if pending is not None:
+            pending.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError as exc:
+            raise EntropyUnavailableError("gRPC source closed during the call") from exc
+        finally:
+            if pending is not None:
+                pending.discard(future)
+
+    def task_count(self) -> int:
+        """Number of coroutines alive on the loop (for leak checks)."""
+
+        async def _count() -> int:
+            return len(asyncio.all_tasks()) - 1
+
+        return self.run(_count())
+
+
+_shared: LoopThread | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_loop() -> LoopThread:
+    """Return the process-wide loop, starting it on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = LoopThread("qr-entropy-grpc")
+        return _shared

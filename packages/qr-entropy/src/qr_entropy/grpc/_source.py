@@ -1,0 +1,250 @@
+"""``QuantumGrpcSource``: entropy from a gRPC server, registered as ``quantum_grpc``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from qr_entropy._config import EntropyConfig
+from qr_entropy._exceptions import EntropyUnavailableError
+from qr_entropy._fetch import EntropyFetch
+from qr_entropy._registry import register_entropy_source
+from qr_entropy._source import EntropySource, check_byte_count
+from qr_entropy.grpc._breaker import BreakerState, CircuitBreaker, CircuitOpenError
+from qr_entropy.grpc._channel import ChannelSettings
+from qr_entropy.grpc._errors import GrpcEntropyError
+from qr_entropy.grpc._loop import LoopThread, shared_loop
+from qr_entropy.grpc._transports import TRANSPORTS, Reply, Transport
+
+if TYPE_CHECKING:
+    from qr_entropy.grpc._breaker import BreakerSnapshot
+
+__all__ = ["QuantumGrpcSource"]
+
+logger = logging.getLogger(__name__)
+
+
+@register_entropy_source("quantum_grpc")
+class QuantumGrpcSource(EntropySource):
+    """Random bytes from a remote (quantum) RNG server over gRPC.
+
+    Reads the ``grpc_*`` and ``cb_*`` fields of :class:`EntropyConfig`. Each
+    request carries a fresh ``sequence_id``; replies that do not match it, or
+    that have the wrong length, are rejected and their stream is dropped, so
+    no fetch ever receives bytes generated for an earlier request. Fetches
+    larger than ``grpc_max_request_bytes`` are split into consecutive requests.
+    Failures are retried ``grpc_retry_count`` times within one fetch and then
+    raise :class:`EntropyUnavailableError` (the fallback's cue); an adaptive
+    circuit breaker sets each call's deadline and stops calling a failing
+    server. Safe to use from several threads.
+
+    Args:
+        config: Settings; the environment (``QR_*``) when omitted.
+
+    Raises:
+        ConfigError: Bad method path, API-key header or TLS files.
+    """
+
+    def __init__(self, config: EntropyConfig | None = None) -> None:
+        config = config if config is not None else EntropyConfig()
+        self._settings = ChannelSettings.from_config(config)
+        self._configured_mode = config.grpc_mode
+        self._mode = config.grpc_mode
+        if self._mode != "unary" and not self._settings.stream_method_path:
+            logger.warning(
+                "grpc_mode=%r but grpc_stream_method_path is empty: streaming disabled, "
+                "using unary",
+                self._mode,
+            )
+            self._mode = "unary"
+        self._retries = config.grpc_retry_count
+        self._breaker = CircuitBreaker(
+            ceiling_ms=config.grpc_timeout_ms,
+            window_size=config.cb_window_size,
+            min_timeout_ms=config.cb_min_timeout_ms,
+            multiplier=config.cb_timeout_multiplier,
+            recovery_window_s=config.cb_recovery_window_s,
+            max_consecutive_failures=config.cb_max_consecutive_failures,
+        )
+        self._sequence = itertools.count(1)
+        self._lock = threading.Lock()
+        self._loop = shared_loop()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._transport: Transport | None = None
+        self._closed = False
+        self._device_id = ""
+        self._last_error: str | None = None
+
+    @classmethod
+    def from_config(cls, config: EntropyConfig) -> QuantumGrpcSource:
+        """Build the source from ``config``."""
+        return cls(config)
+
+    @property
+    def name(self) -> str:
+        """``"quantum_grpc"``."""
+        return "quantum_grpc"
+
+    @property
+    def mode(self) -> str:
+        """The transport mode in use (``unary`` when streaming is disabled)."""
+        return self._mode
+
+    @property
+    def is_available(self) -> bool:
+        """False once closed or while the circuit is open."""
+        return not self._closed and self._breaker.snapshot().state is not BreakerState.OPEN
+
+    @property
+    def device_id(self) -> str:
+        """The ``device_id`` of the most recent response ("" before the first)."""
+        return self._device_id
+
+    @property
+    def breaker(self) -> BreakerSnapshot:
+        """The circuit breaker's current state and counters."""
+        return self._breaker.snapshot()
+
+    def _started(self) -> tuple[LoopThread, Transport]:
+        with self._lock:
+            if self._closed:
+                raise EntropyUnavailableError("quantum_grpc source is closed")
+            loop = self._loop
+            if self._transport is None:
+                transport_cls = TRANSPORTS[self._mode]
+                settings = self._settings
+
+                async def _open() -> Transport:
+                    return transport_cls(settings.open_channel(), settings)
+
+                self._transport = loop.run(_open())
+            return loop, self._transport
+
+    def _discard(self, loop: LoopThread, transport: Transport) -> None:
+        """Replace the channel after a connection failure.
+
+        A fresh channel connects at once, while the failed one would wait out
+        its reconnect backoff (up to a second) after the server came back.
+        """
+        with self._lock:
+            if self._transport is not transport:
+                return
+            self._transport = None
+        loop.run(transport.aclose())
+
+    def get_random_bytes(self, n: int) -> bytes:
+        """Return ``n`` fresh bytes from the server (see :meth:`fetch`)."""
+        return self.fetch(n).data
+
+    def fetch(self, n: int) -> EntropyFetch:
+        """Fetch ``n`` bytes generated after this call began, with provenance.
+
+        ``sequence_id`` and ``device_id`` are the first request's; ``generated_ns``
+        is the earliest server timestamp (0 when the server sends none);
+        ``response_count`` counts all response messages.
+
+        Raises:
+            ByteCountError: ``n`` is not a positive integer.
+            EntropyUnavailableError: the server failed after all retries, or the
+                circuit is open, or the source is closed.
+        """
+        check_byte_count(n)
+        requested_ns = time.time_ns()
+        size = self._settings.max_request_bytes
+        replies = [self._request(min(size, n - start)) for start in range(0, n, size)]
+        received_ns = time.time_ns()
+        first = replies[0]
+        stamps = [r.generated_ns for r in replies if r.generated_ns]
+        return EntropyFetch(
+            data=first.data if len(replies) == 1 else b"".join(r.data for r in replies),
+            source=self.name,
+            device_id=first.device_id,
+            sequence_id=first.sequence_id,
+            requested_ns=requested_ns,
+            generated_ns=min(stamps) if stamps else 0,
+            received_ns=received_ns,
+            response_count=sum(r.responses for r in replies),
+        )
+
+    def _request(self, n: int) -> Reply:
+        error: GrpcEntropyError | None = None
+        for attempt in range(self._retries + 1):
+            try:
+                timeout_s = self._breaker.acquire(n)
+            except CircuitOpenError:
+                if error is not None:
+                    raise error from None  # the circuit opened on this fetch's own failures
+                raise
+            try:
+                loop, transport = self._started()
+            except BaseException:
+                self._breaker.release()
+                raise
+            sequence_id = next(self._sequence)
+            start = time.perf_counter()
+            try:
+                reply = loop.run(transport.request(n, sequence_id, timeout_s), self._pending)
+            except GrpcEntropyError as exc:
+                elapsed = time.perf_counter() - start
+                self._breaker.record_failure(
+                    elapsed, n, timeout_s=timeout_s if exc.timed_out else None
+                )
+                self._last_error = str(exc)
+                logger.warning("attempt %d of %d failed: %s", attempt + 1, self._retries + 1, exc)
+                error = exc
+                if exc.code == "UNAVAILABLE":
+                    self._discard(loop, transport)
+                if not exc.retryable:
+                    break
+                continue
+            except BaseException:
+                self._breaker.release()
+                raise
+            self._breaker.record_success(time.perf_counter() - start, n)
+            self._device_id = reply.device_id
+            return reply
+        assert error is not None
+        raise error
+
+    def health_check(self) -> dict[str, object]:
+        """Report transport, breaker state, latency and counts; never the API key."""
+        snap = self._breaker.snapshot()
+        return {
+            "source": self.name,
+            "healthy": self.is_available,
+            "address": self._settings.address,
+            "mode": self._mode,
+            "configured_mode": self._configured_mode,
+            "streaming_enabled": bool(self._settings.stream_method_path),
+            "tls": self._settings.tls,
+            "authenticated": self._settings.authenticated,
+            "device_id": self._device_id,
+            "circuit_state": snap.state.value,
+            "p99_ms": snap.p99_ms,
+            "timeout_ms": snap.timeout_ms,
+            "window_count": snap.window_count,
+            "consecutive_failures": snap.consecutive_failures,
+            "total_successes": snap.total_successes,
+            "total_failures": snap.total_failures,
+            "total_timeouts": snap.total_timeouts,
+            "total_rejected": snap.total_rejected,
+            "times_opened": snap.times_opened,
+            "last_error": self._last_error,
+        }
+
+    def close(self) -> None:
+        """Cancel in-flight calls and close the channel; later fetches raise."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            transport, self._transport = self._transport, None
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()
+        if transport is not None:
+            self._loop.run(transport.aclose())

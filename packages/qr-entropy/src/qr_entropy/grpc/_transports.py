@@ -1,0 +1,281 @@
+"""The three transport modes, exactly as they behave on the wire.
+
+- ``unary``: one ``GetEntropy``-style call per request, one response.
+- ``server_streaming``: one call per request on the stream method, used as
+  unary-request / stream-response: one request message, half-close, then read
+  responses (the bytes may come in several chunks) until the server ends the call.
+- ``bidi_streaming``: one long-lived bidirectional call; each request writes one
+  message and reads exactly one response. On a timeout, a mismatched reply or
+  any error the call is cancelled and never read again; the next request opens
+  a new call.
+
+Every response must echo the request's ``sequence_id`` (0 = not echoed is
+accepted) and the bytes must total exactly the number requested.
+All coroutines run on the client's private event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+
+from qr_entropy.grpc._channel import ChannelSettings, unix_socket_path
+from qr_entropy.grpc._errors import GrpcEntropyError, ProtocolMismatchError
+from qr_entropy.grpc._wire import WireResponse, decode_response, encode_request
+
+__all__ = ["BidiTransport", "Reply", "ServerStreamingTransport", "Transport", "UnaryTransport"]
+
+# grpc-stubs lacks aio.EOF, the sentinel read() returns when the server ends the stream.
+_EOF: object = aio.EOF  # type: ignore[attr-defined]
+
+# Errors that another immediate attempt cannot fix.
+_FINAL_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one request."""
+
+    data: bytes
+    sequence_id: int
+    generated_ns: int
+    device_id: str
+    responses: int
+
+
+def map_rpc_error(exc: aio.AioRpcError, method: str, settings: ChannelSettings) -> GrpcEntropyError:
+    """Turn a gRPC error into a ``GrpcEntropyError`` naming the status code."""
+    code = exc.code()
+    details = exc.details() or ""
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        hint = (
+            "the server rejected the API key sent in header "
+            f"{settings.metadata[0][0]!r}; check grpc_api_key"
+            if settings.authenticated
+            else "the server requires an API key; set grpc_api_key (and grpc_api_key_header)"
+        )
+        message = f"UNAUTHENTICATED from {settings.address} ({method}): {hint}"
+    else:
+        message = f"{code.name} from {settings.address} ({method}): {details}"
+        path = unix_socket_path(settings.address)
+        if code is grpc.StatusCode.UNAVAILABLE and path is not None:
+            message += f" (unix socket {path!r})"
+    return GrpcEntropyError(
+        message,
+        code=code.name,
+        timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED,
+        retryable=code not in _FINAL_CODES,
+    )
+
+
+def check_response(response: WireResponse, sequence_id: int, method: str) -> None:
+    """Reject a response that echoes a different ``sequence_id``."""
+    if response.sequence_id and response.sequence_id != sequence_id:
+        raise ProtocolMismatchError(
+            f"{method}: response sequence_id {response.sequence_id} does not match "
+            f"request {sequence_id}; stream dropped"
+        )
+
+
+def check_length(got: int, n: int, method: str) -> None:
+    """Reject a reply whose byte count differs from the request's."""
+    if got != n:
+        raise ProtocolMismatchError(f"{method}: server returned {got} bytes, requested {n}")
+
+
+class Transport(ABC):
+    """One mode of asking the server for bytes."""
+
+    mode: str
+
+    def __init__(self, channel: aio.Channel, settings: ChannelSettings) -> None:
+        self._channel = channel
+        self._settings = settings
+        self._method = settings.method_path if self.mode == "unary" else settings.stream_method_path
+
+    @abstractmethod
+    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Ask for ``n`` bytes under ``sequence_id`` within ``timeout_s``.
+
+        Raises:
+            GrpcEntropyError: the call failed, timed out or was answered wrongly.
+        """
+
+    async def aclose(self) -> None:
+        """Cancel what is in flight and close the channel."""
+        await self._channel.close(grace=None)
+
+    def _precheck(self) -> None:
+        path = unix_socket_path(self._settings.address)
+        if path is not None:
+            try:
+                self._settings.check_reachable()
+            except Exception as exc:
+                raise GrpcEntropyError(str(exc), code="UNAVAILABLE", retryable=False) from exc
+
+
+class UnaryTransport(Transport):
+    """One unary call per request."""
+
+    mode = "unary"
+
+    def __init__(self, channel: aio.Channel, settings: ChannelSettings) -> None:
+        super().__init__(channel, settings)
+        self._call = channel.unary_unary(
+            settings.method_path, request_serializer=None, response_deserializer=None
+        )
+
+    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Send one request, await its one response."""
+        self._precheck()
+        try:
+            payload: bytes = await self._call(
+                encode_request(n, sequence_id),
+                timeout=timeout_s,
+                metadata=self._settings.metadata or None,
+            )
+        except aio.AioRpcError as exc:
+            raise map_rpc_error(exc, self._method, self._settings) from None
+        response = decode_response(payload)
+        check_response(response, sequence_id, self._method)
+        check_length(len(response.data), n, self._method)
+        return Reply(
+            response.data, sequence_id, response.generation_timestamp_ns, response.device_id, 1
+        )
+
+
+class ServerStreamingTransport(Transport):
+    """One unary-request / stream-response call per request."""
+
+    mode = "server_streaming"
+
+    def __init__(self, channel: aio.Channel, settings: ChannelSettings) -> None:
+        super().__init__(channel, settings)
+        self._call = channel.unary_stream(
+            settings.stream_method_path, request_serializer=None, response_deserializer=None
+        )
+
+    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Send one request, half-close, read chunks until the server ends the call."""
+        self._precheck()
+        call = self._call(
+            encode_request(n, sequence_id),
+            timeout=timeout_s,
+            metadata=self._settings.metadata or None,
+        )
+        chunks: list[bytes] = []
+        total = 0
+        first: WireResponse | None = None
+        try:
+            async for payload in call:
+                response = decode_response(payload)
+                check_response(response, sequence_id, self._method)
+                first = first or response
+                chunks.append(response.data)
+                total += len(response.data)
+                if total > n:
+                    check_length(total, n, self._method)
+        except aio.AioRpcError as exc:
+            raise map_rpc_error(exc, self._method, self._settings) from None
+        except BaseException:
+            call.cancel()
+            raise
+        check_length(total, n, self._method)
+        assert first is not None  # total == n > 0 means at least one chunk
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return Reply(data, sequence_id, first.generation_timestamp_ns, first.device_id, len(chunks))
+
+
+class BidiTransport(Transport):
+    """One long-lived bidirectional call, one request and one response at a time."""
+
+    mode = "bidi_streaming"
+
+    def __init__(self, channel: aio.Channel, settings: ChannelSettings) -> None:
+        super().__init__(channel, settings)
+        self._multicallable = channel.stream_stream(
+            settings.stream_method_path, request_serializer=None, response_deserializer=None
+        )
+        self._stream: aio.StreamStreamCall[bytes, bytes] | None = None
+        # Requests from several threads must not interleave on the one stream.
+        self._lock = asyncio.Lock()
+        self.streams_opened = 0
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+
+    async def _exchange(self, request: bytes) -> bytes:
+        if self._stream is None:
+            self._stream = self._multicallable(
+                request_iterator=None, metadata=self._settings.metadata or None
+            )
+            self.streams_opened += 1
+        stream = self._stream
+        await stream.write(request)
+        payload: object = await stream.read()
+        if payload is _EOF:
+            code = await stream.code()
+            details = await stream.details()
+            raise GrpcEntropyError(
+                f"{code.name} from {self._settings.address} ({self._method}): "
+                f"stream ended: {details}",
+                code=code.name,
+                retryable=code not in _FINAL_CODES,
+            )
+        assert isinstance(payload, bytes)
+        return payload
+
+    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Write one request on the stream and read its one response."""
+        self._precheck()
+        async with self._lock:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    payload = await self._exchange(encode_request(n, sequence_id))
+                response = decode_response(payload)
+                check_response(response, sequence_id, self._method)
+                check_length(len(response.data), n, self._method)
+            except TimeoutError:
+                self._drop_stream()
+                raise GrpcEntropyError(
+                    f"DEADLINE_EXCEEDED from {self._settings.address} ({self._method}): "
+                    f"no response within {timeout_s * 1000:.1f} ms; stream dropped",
+                    code="DEADLINE_EXCEEDED",
+                    timed_out=True,
+                ) from None
+            except aio.AioRpcError as exc:
+                self._drop_stream()
+                raise map_rpc_error(exc, self._method, self._settings) from None
+            except BaseException:
+                # Never read this stream again: a late reply would belong to this request.
+                self._drop_stream()
+                raise
+        return Reply(
+            response.data, sequence_id, response.generation_timestamp_ns, response.device_id, 1
+        )
+
+    async def aclose(self) -> None:
+        """Cancel the stream, then close the channel."""
+        self._drop_stream()
+        await super().aclose()
+
+
+TRANSPORTS: dict[str, type[Transport]] = {
+    "unary": UnaryTransport,
+    "server_streaming": ServerStreamingTransport,
+    "bidi_streaming": BidiTransport,
+}

@@ -1,0 +1,1 @@
+"""Example third-party entropy source package (test fixture)."""

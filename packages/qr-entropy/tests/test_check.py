@@ -1,0 +1,187 @@
+"""``qr-entropy check``: statistical validation of the sources and the command's behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qr_entropy import EntropyConfig, settings_table
+from qr_entropy._check import run_check
+from qr_entropy.cli import EXIT_ERROR, EXIT_OK, EXIT_TEST_FAILED, main
+
+ALPHA = 0.001
+BYTES = 2048
+FETCHES = 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["system", "timing_noise", "sham"])
+def test_sources_pass_the_check_at_alpha_0_001(source: str) -> None:
+    # n = 200 fetches x 2048 bytes = 409,600 bytes (3,276,800 bits, 200 amplified u) per
+    # source. These sources cannot be seeded: each of the three tests falsely fails with
+    # probability 0.001, so this test fails spuriously with probability <= 0.003.
+    config = EntropyConfig(sham_latency_ms=0.2)
+    report = run_check(
+        config, source_name=source, bytes_per_fetch=BYTES, fetches=FETCHES, alpha=ALPHA
+    )
+    assert report.source == source
+    assert report.total_bytes == 409_600
+    assert [t.name for t in report.tests] == ["byte_chi_square", "bit_bias_z", "ks_amplified_u"]
+    assert [t.n for t in report.tests] == [409_600, 3_276_800, 200]
+    assert report.passed, [(t.name, t.p_value) for t in report.tests]
+
+
+def test_seeded_unbiased_mock_passes_and_biased_mock_fails() -> None:
+    # Deterministic: seed 12345, n = 200 fetches x 2048 bytes, alpha 0.001.
+    fair = run_check(
+        EntropyConfig(mock_uniform_seed=12345),
+        source_name="mock_uniform",
+        bytes_per_fetch=BYTES,
+        fetches=FETCHES,
+        alpha=ALPHA,
+    )
+    assert fair.passed
+    # Bias +2.0 per byte: mean z shift per fetch 2.0 * sqrt(2048) / 73.9 = 1.22.
+    biased = run_check(
+        EntropyConfig(mock_uniform_seed=12345, mock_uniform_bias=2.0),
+        source_name="mock_uniform",
+        bytes_per_fetch=BYTES,
+        fetches=FETCHES,
+        alpha=ALPHA,
+    )
+    verdicts = {t.name: t.passed(ALPHA) for t in biased.tests}
+    assert verdicts == {"byte_chi_square": False, "bit_bias_z": False, "ks_amplified_u": False}
+    assert not biased.passed
+
+
+def test_report_figures_are_consistent() -> None:
+    report = run_check(EntropyConfig(), bytes_per_fetch=512, fetches=20, alpha=0.01)
+    lat = report.latency_ms
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert report.seconds > 0
+    assert report.throughput_bytes_per_s == pytest.approx(512 * 20 / report.seconds)
+    data = report.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["source"] == "system"
+    assert data["device_id"] == "os.urandom"
+
+
+def test_cli_json_uses_configured_source(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "mock_uniform")
+    monkeypatch.setenv("QR_MOCK_UNIFORM_SEED", "12345")
+    argv = ["check", "--bytes", "1024", "--samples", "50", "--alpha", "0.001", "--json"]
+    assert main(argv) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["source"] == "mock_uniform"
+    assert data["fetches"] == 50
+    assert data["bytes_per_fetch"] == 1024
+    assert data["passed"] is True
+    assert data["alpha"] == 0.001
+    assert {t["name"] for t in data["tests"]} == {"byte_chi_square", "bit_bias_z", "ks_amplified_u"}
+
+
+def test_cli_exit_status_1_when_a_test_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QR_MOCK_UNIFORM_SEED", "1")
+    monkeypatch.setenv("QR_MOCK_UNIFORM_BIAS", "5")
+    argv = ["check", "--source", "mock_uniform", "--bytes", "1024", "--samples", "50"]
+    assert main(argv) == EXIT_TEST_FAILED
+    out = capsys.readouterr().out
+    assert "FAIL  byte_chi_square" in out
+    assert out.rstrip().endswith("result         FAIL")
+
+
+def test_cli_text_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--source", "system", "--bytes", "256", "--samples", "10"]) in (
+        EXIT_OK,
+        EXIT_TEST_FAILED,
+    )
+    out = capsys.readouterr().out
+    for label in ("source         system", "throughput", "p50", "p90", "p99", "ks_amplified_u"):
+        assert label in out
+
+
+def test_cli_exit_status_2_for_an_unknown_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--source", "lava_lamp", "--samples", "2"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "UnknownSourceError" in err
+    assert "available: mock_uniform, quantum_grpc, sham, system, timing_noise" in err
+
+
+def test_cli_exit_status_2_when_the_source_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], unused_tcp_port: int
+) -> None:
+    # Real failure: a gRPC source with no server. The check never falls back.
+    monkeypatch.setenv("QR_GRPC_SERVER_ADDRESS", f"127.0.0.1:{unused_tcp_port}")
+    monkeypatch.setenv("QR_GRPC_TIMEOUT_MS", "200")
+    monkeypatch.setenv("QR_GRPC_RETRY_COUNT", "0")
+    assert main(["check", "--source", "quantum_grpc", "--samples", "2"]) == EXIT_ERROR
+    assert "qr-entropy check: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "--bytes", "0"],
+        ["check", "--samples", "1"],
+        ["check", "--alpha", "0"],
+        ["check", "--alpha", "1.5"],
+        [],
+    ],
+)
+def test_cli_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == EXIT_ERROR
+
+
+def test_cli_sources_and_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sources"]) == EXIT_OK
+    assert capsys.readouterr().out.split() == [
+        "mock_uniform",
+        "quantum_grpc",
+        "sham",
+        "system",
+        "timing_noise",
+    ]
+    assert main(["settings"]) == EXIT_OK
+    assert capsys.readouterr().out == settings_table(EntropyConfig)
+
+
+def test_console_script_module_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qr_entropy.cli", "sources"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "timing_noise" in done.stdout.split()
+
+
+def test_check_runs_without_scipy() -> None:
+    # SciPy made unimportable in a fresh interpreter: the built-in p-values take over.
+    # Deterministic: mock_uniform seed 99, n = 60 fetches x 1024 bytes, alpha 0.001.
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from qr_entropy.cli import main\n"
+        "sys.exit(main(['check', '--source', 'mock_uniform', '--bytes', '1024',"
+        " '--samples', '60', '--alpha', '0.001', '--json']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QR_")}
+    env["QR_MOCK_UNIFORM_SEED"] = "99"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    data = json.loads(done.stdout)
+    assert data["scipy"] is False
+    assert data["passed"] is True
+    assert all(0.001 <= t["p_value"] <= 1.0 for t in data["tests"])

@@ -1,0 +1,167 @@
+"""FallbackEntropySource: what it catches, provenance of every fetch, logging once per outage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from qr_entropy import (
+    ByteCountError,
+    EntropyConfig,
+    EntropyUnavailableError,
+    FallbackEntropySource,
+    MockUniformSource,
+    SystemEntropySource,
+    build_source,
+)
+
+LOGGER = "qr_entropy._fallback"
+
+
+def test_primary_bytes_are_not_flagged(switchable: Any) -> None:
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    fetch = source.fetch(32)
+    assert (fetch.source, fetch.device_id, fetch.fallback) == ("switchable", "switch-0", False)
+    assert fetch.fallback_reason is None
+    assert source.last_source_used == "switchable"
+    assert source.name == "switchable"
+
+
+def test_fallback_fetch_is_flagged_with_reason(switchable: Any) -> None:
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    switchable.up = False
+    fetch = source.fetch(32)
+    assert len(fetch.data) == 32
+    assert fetch.source == "system"
+    assert fetch.device_id == "os.urandom"
+    assert fetch.fallback is True
+    assert fetch.fallback_reason == (
+        "switchable: EntropyUnavailableError: switchable is switched off"
+    )
+    assert source.last_source_used == "system"
+    assert len(source.get_random_bytes(8)) == 8
+    health = source.health_check()
+    assert health["in_outage"] is True
+    assert health["fallback_fetches"] == 2
+    assert health["last_source_used"] == "system"
+
+
+def test_warning_once_per_outage_and_info_on_recovery(
+    switchable: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    switchable.up = False
+    flags = [source.fetch(8).fallback for _ in range(25)]
+    switchable.up = True
+    flags += [source.fetch(8).fallback for _ in range(5)]
+    switchable.up = False
+    flags += [source.fetch(8).fallback for _ in range(3)]
+    assert flags == [True] * 25 + [False] * 5 + [True] * 3
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == LOGGER]
+    assert records == [
+        (
+            logging.WARNING,
+            "Entropy source 'switchable' unavailable, falling back to system: "
+            "switchable: EntropyUnavailableError: switchable is switched off",
+        ),
+        (logging.INFO, "Entropy source 'switchable' recovered after 25 failed fetches"),
+        (
+            logging.WARNING,
+            "Entropy source 'switchable' unavailable, falling back to system: "
+            "switchable: EntropyUnavailableError: switchable is switched off",
+        ),
+    ]
+
+
+def test_error_mode_reraises(switchable: Any, caplog: pytest.LogCaptureFixture) -> None:
+    source = FallbackEntropySource(switchable, None)
+    switchable.up = False
+    for _ in range(3):
+        with pytest.raises(EntropyUnavailableError, match="switched off"):
+            source.fetch(8)
+    assert source.is_available is False
+    assert source.health_check()["fallback"] is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert len(warnings) == 1
+    assert "nothing (mode 'error')" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("bug"), ValueError("bad"), KeyError("k")])
+def test_other_errors_propagate_without_fallback(switchable: Any, error: Exception) -> None:
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    switchable.error = error
+    with pytest.raises(type(error)):
+        source.fetch(8)
+    assert source.health_check()["fallback_fetches"] == 0
+
+
+def test_bad_count_is_rejected_before_any_source_is_called(switchable: Any) -> None:
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    switchable.up = False
+    with pytest.raises(ByteCountError):
+        source.fetch(0)
+    assert source.health_check()["in_outage"] is False
+
+
+def test_failing_fallback_propagates(switchable: Any) -> None:
+    broken_fallback = type(switchable)("backup")
+    broken_fallback.up = False
+    source = FallbackEntropySource(switchable, broken_fallback)
+    switchable.up = False
+    with pytest.raises(EntropyUnavailableError, match="backup is switched off"):
+        source.fetch(8)
+    assert source.is_available is False
+
+
+def test_close_closes_both(switchable: Any) -> None:
+    backup = type(switchable)("backup")
+    with FallbackEntropySource(switchable, backup):
+        pass
+    assert switchable.closed
+    assert backup.closed
+
+
+@pytest.mark.parametrize(
+    ("mode", "fallback_type"),
+    [("system", SystemEntropySource), ("mock_uniform", MockUniformSource), ("error", None)],
+)
+def test_build_source_always_wraps_with_configured_fallback(
+    mode: str, fallback_type: type | None
+) -> None:
+    config = EntropyConfig(fallback_mode=mode, mock_uniform_seed=3)  # type: ignore[arg-type]
+    source = build_source(config)
+    assert isinstance(source, FallbackEntropySource)
+    assert source.primary.name == "system"
+    if fallback_type is None:
+        assert source.fallback is None
+    else:
+        assert type(source.fallback) is fallback_type
+    if mode == "mock_uniform":
+        expected = MockUniformSource(seed=3).get_random_bytes(16)
+        assert source.fallback is not None
+        assert source.fallback.get_random_bytes(16) == expected
+
+
+def test_real_unreachable_grpc_server_falls_back_with_provenance(
+    unused_tcp_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real fault: nothing listens on the port.
+    config = EntropyConfig(
+        entropy_source_type="quantum_grpc",
+        grpc_server_address=f"127.0.0.1:{unused_tcp_port}",
+        grpc_timeout_ms=300,
+        grpc_retry_count=0,
+        fallback_mode="system",
+    )
+    caplog.set_level(logging.INFO)
+    with build_source(config) as source:
+        fetches = [source.fetch(64) for _ in range(3)]
+    assert all(f.fallback and f.source == "system" and len(f.data) == 64 for f in fetches)
+    assert all(
+        f.fallback_reason and f.fallback_reason.startswith("quantum_grpc: ") for f in fetches
+    )
+    warnings = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+    assert len(warnings) == 1

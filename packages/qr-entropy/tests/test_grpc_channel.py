@@ -1,0 +1,126 @@
+"""From EntropyConfig to channel settings: validation, TLS files, secrets, modes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from qr_entropy import ConfigError, EntropyConfig, EntropyUnavailableError, get_source_class
+from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy.grpc._channel import ChannelSettings, unix_socket_path
+
+SECRET = "s3cr3t-key-value"
+
+
+def test_registered_as_quantum_grpc() -> None:
+    assert get_source_class("quantum_grpc") is QuantumGrpcSource
+
+
+def test_api_key_goes_into_metadata_and_never_into_repr_or_health() -> None:
+    config = EntropyConfig(grpc_api_key=SECRET, grpc_api_key_header="x-api-key")
+    settings = ChannelSettings.from_config(config)
+    assert settings.metadata == (("x-api-key", SECRET),)
+    assert SECRET not in repr(settings)
+    with QuantumGrpcSource(config) as source:
+        health = source.health_check()
+    assert health["authenticated"] is True
+    assert SECRET not in repr(health)
+
+
+def test_no_key_means_no_metadata() -> None:
+    settings = ChannelSettings.from_config(EntropyConfig())
+    assert settings.metadata == ()
+    assert not settings.authenticated
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("grpc_method_path", "GetEntropy", "grpc_method_path='GetEntropy'"),
+        ("grpc_method_path", "/svc/", "expected '/package.Service/Method'"),
+        ("grpc_stream_method_path", "/a/b/c", "grpc_stream_method_path"),
+        ("grpc_api_key_header", "X-Api-Key", "lower-case"),
+    ],
+)
+def test_bad_settings_name_the_field(field: str, value: str, message: str) -> None:
+    config = EntropyConfig(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message):
+        ChannelSettings.from_config(config)
+
+
+def test_tls_files_without_tls_are_refused() -> None:
+    with pytest.raises(ConfigError, match="grpc_tls is false"):
+        ChannelSettings.from_config(EntropyConfig(grpc_tls_ca_file="/x.pem"))
+
+
+def test_client_cert_needs_its_key(tmp_path: Path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    config = EntropyConfig(grpc_tls=True, grpc_tls_cert_file=str(cert))
+    with pytest.raises(ConfigError, match="must be set together"):
+        ChannelSettings.from_config(config)
+
+
+def test_unreadable_ca_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "missing-ca.pem"
+    with pytest.raises(ConfigError, match=r"grpc_tls_ca_file=.*missing-ca\.pem"):
+        ChannelSettings.from_config(EntropyConfig(grpc_tls=True, grpc_tls_ca_file=str(missing)))
+
+
+def test_tls_settings_become_channel_options(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(b"CA")
+    config = EntropyConfig(
+        grpc_tls=True, grpc_tls_ca_file=str(ca), grpc_tls_server_name="qrng.example"
+    )
+    settings = ChannelSettings.from_config(config)
+    assert settings.root_certificates == b"CA"
+    assert ("grpc.ssl_target_name_override", "qrng.example") in settings.options()
+
+
+def test_receive_limit_follows_max_request_bytes() -> None:
+    small = dict(ChannelSettings.from_config(EntropyConfig()).options())
+    big = dict(ChannelSettings.from_config(EntropyConfig(grpc_max_request_bytes=8 << 20)).options())
+    assert small["grpc.max_receive_message_length"] == 4 << 20
+    assert big["grpc.max_receive_message_length"] > 8 << 20
+
+
+@pytest.mark.parametrize(
+    ("address", "path"),
+    [("unix:///run/q.sock", "/run/q.sock"), ("unix:rel.sock", "rel.sock"), ("h:1", None)],
+)
+def test_unix_socket_path(address: str, path: str | None) -> None:
+    assert unix_socket_path(address) == path
+
+
+def test_missing_socket_file_is_reported_without_a_call(tmp_path: Path) -> None:
+    sock = tmp_path / "absent.sock"
+    config = EntropyConfig(
+        grpc_server_address=f"unix://{sock}", grpc_retry_count=0, cb_max_consecutive_failures=5
+    )
+    with (
+        QuantumGrpcSource(config) as source,
+        pytest.raises(EntropyUnavailableError, match=r"absent\.sock.*does not exist"),
+    ):
+        source.fetch(16)
+
+
+def test_empty_stream_path_disables_streaming_once(caplog: pytest.LogCaptureFixture) -> None:
+    config = EntropyConfig(grpc_mode="bidi_streaming", grpc_stream_method_path="")
+    with caplog.at_level(logging.WARNING), QuantumGrpcSource(config) as source:
+        assert source.mode == "unary"
+        health = source.health_check()
+    assert health["streaming_enabled"] is False
+    assert health["configured_mode"] == "bidi_streaming"
+    assert sum("streaming disabled" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_closed_source_refuses_fetches() -> None:
+    source = QuantumGrpcSource(EntropyConfig())
+    source.close()
+    source.close()
+    assert not source.is_available
+    with pytest.raises(EntropyUnavailableError, match="closed"):
+        source.fetch(8)
