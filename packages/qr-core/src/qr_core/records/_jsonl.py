@@ -1,0 +1,472 @@
+"""JSON Lines file sink: a background writer with a bounded queue, size rotation,
+periodic flush + fsync, and clean shutdown on ``close()``, interpreter exit and SIGTERM.
+
+Durability contract (also in ``docs/records.md``): the writer thread flushes the file
+to the operating system and calls ``os.fsync`` at most ``flush_interval_s`` (plus the
+time to encode 512 records) after it has written a record, so a process killed
+outright (SIGKILL, OOM killer) loses at most the records written in the last
+``flush_interval_s`` seconds plus those still waiting in the queue. Records are
+never dropped to keep up: when the queue is full, ``write`` blocks, and the waits are
+counted, timed and logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import re
+import signal
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO, Final
+
+from qr_core.records._errors import RecordError
+from qr_core.records._schema import TokenSamplingRecord
+
+__all__ = ["JsonlFileSink", "rotated_segments"]
+
+_logger = logging.getLogger(__name__)
+
+_WAIT_LOG_INTERVAL_S: Final = 10.0
+_FILE_BUFFER_BYTES: Final = 256 * 1024
+_DRAIN_CHUNK: Final = 512
+
+
+def rotated_segments(path: str | os.PathLike[str]) -> list[Path]:
+    """Return the rotated segments of ``path`` (``path.1``, ``path.2``, ...), oldest first.
+
+    The sink numbers segments upwards as it rotates, so a higher number is newer and
+    the live file ``path`` itself is the newest of all.
+    """
+    live = Path(path)
+    pattern = re.compile(re.escape(live.name) + r"\.(\d+)")
+    found: list[tuple[int, Path]] = []
+    if live.parent.is_dir():
+        for entry in live.parent.iterdir():
+            m = pattern.fullmatch(entry.name)
+            if m:
+                found.append((int(m.group(1)), entry))
+    return [p for _, p in sorted(found)]
+
+
+def _json_default(value: object) -> object:
+    # numpy scalars slip in easily from array code; store them as plain numbers.
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+
+
+def _encode(record: TokenSamplingRecord) -> bytes:
+    return _ENCODER.encode(record.to_json_dict()).encode("ascii") + b"\n"
+
+
+class JsonlFileSink:
+    """Appends records to a JSON Lines file from a background writer thread.
+
+    Args:
+        path: The live file. Created with its parent directories if missing,
+            appended to if present. Rotated segments are ``path.1``, ``path.2``,
+            ... numbered upwards (oldest = lowest).
+        max_bytes: Rotate before a line would make the live file larger than this.
+        backup_count: Keep at most this many rotated segments, deleting the oldest
+            (each deletion is logged at WARNING and counted). ``None`` (default)
+            keeps every segment: research data is not deleted unless asked.
+        queue_size: Records that may wait for the writer; beyond this ``write`` blocks.
+        flush_interval_s: Longest time a written record stays in process memory
+            before it is flushed to the OS (and fsynced when ``fsync`` is true).
+        fsync: Call ``os.fsync`` at every flush, so the bound also holds against an
+            OS crash or power loss.
+        install_sigterm_handler: Install (once per process) a SIGTERM handler that
+            closes every open sink and then chains to the previous handler. Only
+            possible from the main thread; elsewhere it is skipped with a DEBUG log
+            and the ``atexit`` hook remains.
+
+    Raises:
+        RecordError: An argument is out of range or the file cannot be opened.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int = 100 * 2**20,
+        backup_count: int | None = None,
+        queue_size: int = 10_000,
+        flush_interval_s: float = 1.0,
+        fsync: bool = True,
+        install_sigterm_handler: bool = True,
+    ) -> None:
+        if max_bytes <= 0:
+            raise RecordError(f"max_bytes must be > 0, got {max_bytes!r}")
+        if backup_count is not None and backup_count < 1:
+            raise RecordError(f"backup_count must be None or >= 1, got {backup_count!r}")
+        if queue_size <= 0:
+            raise RecordError(f"queue_size must be > 0, got {queue_size!r}")
+        if not flush_interval_s > 0:
+            raise RecordError(f"flush_interval_s must be > 0, got {flush_interval_s!r}")
+        self._path = Path(path)
+        self._max_bytes = max_bytes
+        self._backup_count = backup_count
+        self._queue_size = queue_size
+        self._flush_interval_s = float(flush_interval_s)
+        self._fsync = fsync
+
+        # RLock: a SIGTERM handler may close the sink while the main thread is in write().
+        self._cond = threading.Condition(threading.RLock())
+        self._pending: collections.deque[TokenSamplingRecord] = collections.deque()
+        self._closing = False
+        self._error: BaseException | None = None
+
+        self._enqueued = 0
+        self._written = 0
+        self._bytes_written = 0
+        self._flushes = 0
+        self._rotations = 0
+        self._segments_deleted = 0
+        self._wait_count = 0
+        self._wait_ns = 0
+        self._wait_max_ns = 0
+        self._last_wait_log = 0.0
+
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            segments = rotated_segments(self._path)
+            self._next_segment = int(segments[-1].name.rsplit(".", 1)[1]) + 1 if segments else 1
+            self._file = self._open_live()
+        except OSError as exc:
+            raise RecordError(f"cannot open record file {str(self._path)!r}: {exc}") from exc
+
+        self._thread = threading.Thread(
+            target=self._run, name=f"qr-records-writer:{self._path.name}", daemon=True
+        )
+        self._thread.start()
+        _register(self, install_sigterm_handler)
+
+    @property
+    def path(self) -> Path:
+        """The live file."""
+        return self._path
+
+    # ----------------------------------------------------------------- producer side
+
+    def write(self, records: Sequence[TokenSamplingRecord]) -> None:
+        """Queue ``records`` for writing; blocks while the queue is full.
+
+        Raises:
+            RecordError: The sink is closed or its writer failed (the message says
+                how many of ``records`` were not queued).
+        """
+        total = len(records)
+        if total == 0:
+            return
+        waited_ns = 0
+        with self._cond:
+            done = 0
+            while done < total:
+                self._raise_if_unusable(total - done, total)
+                space = self._queue_size - len(self._pending)
+                if space <= 0:
+                    t0 = time.monotonic_ns()
+                    self._cond.wait()
+                    waited_ns += time.monotonic_ns() - t0
+                    continue
+                chunk = records[done : done + space]
+                self._pending.extend(chunk)
+                done += len(chunk)
+                self._cond.notify_all()
+            self._enqueued += total
+            if waited_ns:
+                self._wait_count += 1
+                self._wait_ns += waited_ns
+                self._wait_max_ns = max(self._wait_max_ns, waited_ns)
+        if waited_ns:
+            self._log_wait()
+
+    def _raise_if_unusable(self, left: int, total: int) -> None:
+        if self._error is not None:
+            raise RecordError(
+                f"record writer for {str(self._path)!r} failed ({self._error!r}); "
+                f"{left} of {total} records not written"
+            )
+        if self._closing:
+            raise RecordError(
+                f"record sink {str(self._path)!r} is closed; {left} of {total} records not written"
+            )
+
+    def _log_wait(self) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if self._wait_count > 1 and now - self._last_wait_log < _WAIT_LOG_INTERVAL_S:
+                return
+            self._last_wait_log = now
+            count, wait_s = self._wait_count, self._wait_ns / 1e9
+        _logger.warning(
+            "record writer for %s fell behind: sampling waited %d times, %.3f s in total "
+            "(queue_size=%d)",
+            self._path,
+            count,
+            wait_s,
+            self._queue_size,
+        )
+
+    # ------------------------------------------------------------------- writer side
+
+    def _run(self) -> None:
+        flush_due: float | None = None
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._closing:
+                        if flush_due is None:
+                            self._cond.wait()
+                        else:
+                            remaining = flush_due - time.monotonic()
+                            if remaining <= 0:
+                                break
+                            self._cond.wait(remaining)
+                    # Small chunks keep the flush deadline honest while a full queue drains.
+                    take = min(len(self._pending), _DRAIN_CHUNK)
+                    batch = [self._pending.popleft() for _ in range(take)]
+                    drained = self._closing and not self._pending
+                    if batch:
+                        self._cond.notify_all()
+                if batch:
+                    if flush_due is None:
+                        flush_due = time.monotonic() + self._flush_interval_s
+                    self._write_batch(batch)
+                if flush_due is not None and (drained or time.monotonic() >= flush_due):
+                    self._flush()
+                    flush_due = None
+                if drained:
+                    break
+        except BaseException as exc:
+            _logger.exception("record writer for %s failed; records are being lost", self._path)
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+        finally:
+            try:
+                self._file.close()
+            except OSError:
+                _logger.exception("closing record file %s failed", self._path)
+
+    def _write_batch(self, batch: list[TokenSamplingRecord]) -> None:
+        lines: list[bytes] = []
+        size = self._file_size
+        for record in batch:
+            line = _encode(record)
+            if size > 0 and size + len(line) > self._max_bytes:
+                self._emit(b"".join(lines))
+                lines = []
+                self._rotate()
+                size = 0
+            lines.append(line)
+            size += len(line)
+        self._emit(b"".join(lines))
+        with self._cond:
+            self._written += len(batch)
+
+    def _emit(self, data: bytes) -> None:
+        """Write ``data`` to the live file (overridable in tests to slow the writer)."""
+        if data:
+            self._file.write(data)
+            self._file_size += len(data)
+            with self._cond:
+                self._bytes_written += len(data)
+
+    def _flush(self) -> None:
+        self._file.flush()
+        if self._fsync:
+            os.fsync(self._file.fileno())
+        with self._cond:
+            self._flushes += 1
+
+    def _open_live(self) -> BinaryIO:
+        if self._path.exists() and self._path.stat().st_size > 0:
+            with self._path.open("rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                torn = existing.read(1) != b"\n"
+            if torn:
+                # A killed writer left a partial line; keep it at the end of its own
+                # segment, where readers expect and skip it, instead of appending to it.
+                _logger.warning(
+                    "record file %s ends with a partial line; moving it to a segment", self._path
+                )
+                self._move_live_to_segment()
+        f = self._path.open("ab", buffering=_FILE_BUFFER_BYTES)
+        self._file_size = f.tell()
+        return f
+
+    def _rotate(self) -> None:
+        self._flush()
+        self._file.close()
+        self._move_live_to_segment()
+        self._file = self._path.open("ab", buffering=_FILE_BUFFER_BYTES)
+        self._file_size = 0
+        with self._cond:
+            self._rotations += 1
+
+    def _move_live_to_segment(self) -> None:
+        target = self._path.with_name(f"{self._path.name}.{self._next_segment}")
+        self._next_segment += 1
+        os.replace(self._path, target)
+        _fsync_dir(self._path.parent)
+        if self._backup_count is not None:
+            segments = rotated_segments(self._path)
+            for old in segments[: max(0, len(segments) - self._backup_count)]:
+                old.unlink()
+                with self._cond:
+                    self._segments_deleted += 1
+                _logger.warning("deleted old record segment %s (backup_count reached)", old)
+
+    # --------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Write every queued record, flush, fsync and close the file. Idempotent.
+
+        Raises:
+            RecordError: The writer had failed earlier (records were lost).
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        _unregister(self)
+        if self._error is not None:
+            raise RecordError(f"record writer for {str(self._path)!r} failed: {self._error!r}")
+
+    def __enter__(self) -> JsonlFileSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int | float]:
+        """Return counters: records ``enqueued``/``written``/``pending``, ``bytes_written``,
+        ``flushes``, ``rotations``, ``segments_deleted``, ``queue_size``, and the
+        back-pressure figures ``wait_count`` (write calls that blocked),
+        ``wait_seconds_total`` and ``wait_seconds_max``."""
+        with self._cond:
+            return {
+                "enqueued": self._enqueued,
+                "written": self._written,
+                "pending": len(self._pending),
+                "bytes_written": self._bytes_written,
+                "flushes": self._flushes,
+                "rotations": self._rotations,
+                "segments_deleted": self._segments_deleted,
+                "queue_size": self._queue_size,
+                "wait_count": self._wait_count,
+                "wait_seconds_total": self._wait_ns / 1e9,
+                "wait_seconds_max": self._wait_max_ns / 1e9,
+            }
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------- process-wide shutdown
+
+_live_sinks: weakref.WeakSet[JsonlFileSink] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+_atexit_registered = False
+_sigterm_installed = False
+_previous_sigterm: Any = None
+_sigterm_closer: threading.Thread | None = None
+_sigterm_closed = threading.Event()
+
+
+def _register(sink: JsonlFileSink, install_sigterm_handler: bool) -> None:
+    global _atexit_registered, _sigterm_installed, _previous_sigterm
+    with _registry_lock:
+        _live_sinks.add(sink)
+        if not _atexit_registered:
+            atexit.register(_close_all)
+            _atexit_registered = True
+        if not install_sigterm_handler or _sigterm_installed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            _logger.debug(
+                "record sink created outside the main thread: no SIGTERM handler installed; "
+                "records are still flushed at interpreter exit"
+            )
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous == signal.SIG_IGN:
+            return  # the process ignores SIGTERM, so there is no shutdown to prepare for
+        _previous_sigterm = previous
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        _sigterm_installed = True
+
+
+def _unregister(sink: JsonlFileSink) -> None:
+    with _registry_lock:
+        _live_sinks.discard(sink)
+
+
+def _close_all() -> None:
+    with _registry_lock:
+        sinks = list(_live_sinks)
+    for sink in sinks:
+        try:
+            sink.close()
+        except RecordError:
+            _logger.exception("closing record sink %s failed", sink.path)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Close every sink, then let SIGTERM do what it did before we were installed.
+
+    Python runs this in the main thread between two bytecodes, possibly while that
+    thread holds a sink's lock inside ``write``; joining the writer here could then
+    deadlock. So the sinks are closed on a helper thread, which re-sends SIGTERM once
+    they are flushed; that second delivery chains to the previous handler.
+    """
+    global _sigterm_closer
+    if _sigterm_closed.is_set():
+        _chain_sigterm(signum, frame)
+    elif _sigterm_closer is None:
+        _sigterm_closer = threading.Thread(
+            target=_close_all_then_resend, name="qr-records-sigterm", daemon=False
+        )
+        _sigterm_closer.start()
+
+
+def _close_all_then_resend() -> None:
+    _close_all()
+    _sigterm_closed.set()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _chain_sigterm(signum: int, frame: FrameType | None) -> None:
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    else:
+        # Default disposition (or a handler installed outside Python): terminate as
+        # the process would have without us.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
