@@ -110,10 +110,10 @@ def test_opens_after_consecutive_failures_and_rejects_immediately() -> None:
     breaker = make(clock)
     for _ in range(2):
         breaker.acquire(N)
-        breaker.record_failure(0.001, N)
+        assert breaker.record_failure(0.001, N) is False
     assert breaker.snapshot().state is BreakerState.CLOSED
     breaker.acquire(N)
-    breaker.record_failure(0.001, N)
+    assert breaker.record_failure(0.001, N) is True  # this one opened it
     assert breaker.snapshot().state is BreakerState.OPEN
     with pytest.raises(CircuitOpenError, match="circuit open after 3 consecutive failures"):
         breaker.acquire(N)
@@ -144,9 +144,10 @@ def test_half_open_allows_one_probe_then_closes_on_success() -> None:
     breaker.acquire(N)  # the probe
     with pytest.raises(CircuitOpenError, match="probe call is in flight"):
         breaker.acquire(N)
-    breaker.record_success(0.001, N)
+    assert breaker.record_success(0.001, N) is True  # the probe closed it
     assert breaker.snapshot().state is BreakerState.CLOSED
     breaker.acquire(N)
+    assert breaker.record_success(0.001, N) is False
 
 
 def test_failed_probe_reopens_for_another_recovery_window() -> None:

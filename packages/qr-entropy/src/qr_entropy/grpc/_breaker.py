@@ -178,9 +178,14 @@ class CircuitBreaker:
                 self._probe_in_flight = True
             return self._timeout_ms(self.size_class(n_bytes)) / 1000.0
 
-    def record_success(self, latency_s: float, n_bytes: int) -> None:
-        """Record a call for ``n_bytes`` that returned valid bytes; closes a half-open circuit."""
+    def record_success(self, latency_s: float, n_bytes: int) -> bool:
+        """Record a call for ``n_bytes`` that returned valid bytes; closes a half-open circuit.
+
+        Returns:
+            True when this success closed the circuit.
+        """
         with self._lock:
+            closed_it = self._state is not BreakerState.CLOSED
             self._last_class = self.size_class(n_bytes)
             self._window(self._last_class).append(latency_s * 1000.0)
             self._last_ms[self._last_class] = latency_s * 1000.0
@@ -188,10 +193,11 @@ class CircuitBreaker:
             self._consecutive = 0
             self._state = BreakerState.CLOSED
             self._probe_in_flight = False
+            return closed_it
 
     def record_failure(
         self, latency_s: float, n_bytes: int, *, timeout_s: float | None = None
-    ) -> None:
+    ) -> bool:
         """Record a failed call.
 
         Args:
@@ -199,6 +205,9 @@ class CircuitBreaker:
             n_bytes: The byte count the call asked for.
             timeout_s: The deadline, when the call timed out; the window then
                 records at least this much, so the next deadline grows.
+
+        Returns:
+            True when this failure opened the circuit.
         """
         with self._lock:
             latency_ms = latency_s * 1000.0
@@ -217,6 +226,8 @@ class CircuitBreaker:
                 self._state = BreakerState.OPEN
                 self._opened_at = self._clock()
                 self._opened += 1
+                return True
+            return False
 
     def release(self) -> None:
         """Forget an admitted call that was abandoned before reaching the server."""

@@ -36,30 +36,46 @@ class LoopThread:
         self._thread.start()
 
     def run(
-        self,
-        coro: Coroutine[Any, Any, _T],
-        pending: set[concurrent.futures.Future[Any]] | None = None,
+        self, coro: Coroutine[Any, Any, _T], pending: set[asyncio.Task[Any]] | None = None
     ) -> _T:
         """Run ``coro`` on the loop and wait for its result.
 
         Args:
             coro: The coroutine.
-            pending: The caller's set of in-flight calls; the call is in it while
-                it runs, so that ``close()`` can cancel it.
+            pending: The caller's set of in-flight calls: the task is in it while
+                it runs, so that :meth:`cancel` can end it.
 
         Raises:
-            EntropyUnavailableError: the call was cancelled by ``close()``.
+            EntropyUnavailableError: the call was cancelled (the source closed).
         """
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        if pending is not None:
-            pending.add(future)
+
+        async def tracked() -> _T:
+            task = asyncio.current_task()
+            assert task is not None
+            pending.add(task)  # type: ignore[union-attr]
+            try:
+                return await coro
+            finally:
+                pending.discard(task)  # type: ignore[union-attr]
+
+        future = asyncio.run_coroutine_threadsafe(
+            coro if pending is None else tracked(), self._loop
+        )
         try:
             return future.result()
-        except concurrent.futures.CancelledError as exc:
+        except (concurrent.futures.CancelledError, asyncio.CancelledError) as exc:
             raise EntropyUnavailableError("gRPC source closed during the call") from exc
-        finally:
-            if pending is not None:
-                pending.discard(future)
+
+    def cancel(self, pending: set[asyncio.Task[Any]]) -> None:
+        """Cancel the tasks in ``pending`` and wait until they have ended."""
+
+        async def _cancel() -> None:
+            tasks = list(pending)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(_cancel())
 
     def task_count(self) -> int:
         """Number of coroutines alive on the loop (for leak checks)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import itertools
 import logging
 import threading
@@ -62,6 +62,7 @@ class QuantumGrpcSource(EntropySource):
             )
             self._mode = "unary"
         self._retries = config.grpc_retry_count
+        self._recovery_s = config.cb_recovery_window_s
         self._breaker = CircuitBreaker(
             ceiling_ms=config.grpc_timeout_ms,
             window_size=config.cb_window_size,
@@ -73,7 +74,7 @@ class QuantumGrpcSource(EntropySource):
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
         self._loop = shared_loop()
-        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
         self._transport: Transport | None = None
         self._closed = False
         self._device_id = ""
@@ -190,21 +191,38 @@ class QuantumGrpcSource(EntropySource):
                 reply = loop.run(transport.request(n, sequence_id, timeout_s), self._pending)
             except GrpcEntropyError as exc:
                 elapsed = time.perf_counter() - start
-                self._breaker.record_failure(
+                opened = self._breaker.record_failure(
                     elapsed, n, timeout_s=timeout_s if exc.timed_out else None
                 )
                 self._last_error = str(exc)
-                logger.warning("attempt %d of %d failed: %s", attempt + 1, self._retries + 1, exc)
+                # One line per attempt would flood the log during an outage at token rate;
+                # the fallback logs the outage once, the circuit its transitions.
+                logger.debug("attempt %d of %d failed: %s", attempt + 1, self._retries + 1, exc)
+                if opened:
+                    logger.warning(
+                        "circuit opened for %s (%s): %s; calls fail fast for %.1f s",
+                        self._settings.address,
+                        self._mode,
+                        exc,
+                        self._recovery_s,
+                    )
                 error = exc
                 if exc.code == "UNAVAILABLE":
                     self._discard(loop, transport)
                 if not exc.retryable:
                     break
                 continue
-            except BaseException:
+            except BaseException as exc:
                 self._breaker.release()
+                if self._closed and isinstance(exc, Exception):
+                    raise EntropyUnavailableError(
+                        "quantum_grpc source closed during the call"
+                    ) from exc
                 raise
-            self._breaker.record_success(time.perf_counter() - start, n)
+            if self._breaker.record_success(time.perf_counter() - start, n):
+                logger.info(
+                    "circuit closed for %s: the server answers again", self._settings.address
+                )
             self._device_id = reply.device_id
             return reply
         assert error is not None
@@ -243,8 +261,6 @@ class QuantumGrpcSource(EntropySource):
                 return
             self._closed = True
             transport, self._transport = self._transport, None
-            pending = list(self._pending)
-        for future in pending:
-            future.cancel()
+        self._loop.cancel(self._pending)
         if transport is not None:
             self._loop.run(transport.aclose())

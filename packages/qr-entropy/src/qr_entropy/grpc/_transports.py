@@ -105,13 +105,24 @@ class Transport(ABC):
         self._settings = settings
         self._method = settings.method_path if self.mode == "unary" else settings.stream_method_path
 
-    @abstractmethod
     async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
         """Ask for ``n`` bytes under ``sequence_id`` within ``timeout_s``.
 
         Raises:
             GrpcEntropyError: the call failed, timed out or was answered wrongly.
         """
+        try:
+            return await self._request(n, sequence_id, timeout_s)
+        except aio.UsageError as exc:
+            # The channel was closed under this call (close() or a replaced channel).
+            raise GrpcEntropyError(
+                f"channel to {self._settings.address} closed during the call: {exc}",
+                code="CANCELLED",
+            ) from None
+
+    @abstractmethod
+    async def _request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """One attempt in this mode (see :meth:`request`)."""
 
     async def aclose(self) -> None:
         """Cancel what is in flight and close the channel."""
@@ -137,7 +148,7 @@ class UnaryTransport(Transport):
             settings.method_path, request_serializer=None, response_deserializer=None
         )
 
-    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+    async def _request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
         """Send one request, await its one response."""
         self._precheck()
         try:
@@ -167,7 +178,7 @@ class ServerStreamingTransport(Transport):
             settings.stream_method_path, request_serializer=None, response_deserializer=None
         )
 
-    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+    async def _request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
         """Send one request, half-close, read chunks until the server ends the call."""
         self._precheck()
         call = self._call(
@@ -239,7 +250,7 @@ class BidiTransport(Transport):
         assert isinstance(payload, bytes)
         return payload
 
-    async def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+    async def _request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
         """Write one request on the stream and read its one response."""
         self._precheck()
         async with self._lock:

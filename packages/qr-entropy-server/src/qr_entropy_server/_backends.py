@@ -1,0 +1,145 @@
+"""Entropy backends: where the server's random bytes come from.
+
+A backend is any object with ``generate(n) -> bytes`` and ``close()``; it may
+also carry ``device_id: str`` and ``thread_safe: bool``. Every call of
+``generate`` must produce fresh bytes at that moment (no pools, no buffers):
+the server stamps ``generation_timestamp_ns`` right after it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import socket
+import time
+from typing import Protocol, runtime_checkable
+
+from qr_entropy_server._errors import BackendError
+
+__all__ = [
+    "BUILTIN_BACKENDS",
+    "EntropyBackend",
+    "TimingNoiseBackend",
+    "UrandomBackend",
+    "load_backend",
+]
+
+
+@runtime_checkable
+class EntropyBackend(Protocol):
+    """What the server needs from a generator of random bytes."""
+
+    def generate(self, n: int) -> bytes:
+        """Generate exactly ``n`` fresh random bytes now."""
+        ...
+
+    def close(self) -> None:
+        """Release the device."""
+        ...
+
+
+class UrandomBackend:
+    """The operating system's CSPRNG (``os.urandom``): a baseline, not quantum."""
+
+    thread_safe = True
+
+    def __init__(self) -> None:
+        self.device_id = f"urandom@{socket.gethostname()}"
+
+    def generate(self, n: int) -> bytes:
+        """Return ``n`` bytes from ``os.urandom``."""
+        return os.urandom(n)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class TimingNoiseBackend:
+    """CPU timing jitter (experimental): one bit per timed no-op loop.
+
+    Each bit is the parity of the low byte of the nanosecond duration of a
+    short loop; eight bits make a byte. The output is raw, unconditioned
+    jitter, so it can be biased: use it to study a physical noise source, not
+    as a cryptographic generator.
+    """
+
+    thread_safe = False
+
+    def __init__(self, spin: int = 4) -> None:
+        self.device_id = f"timing-noise@{socket.gethostname()}"
+        self._spin = range(spin)
+
+    def generate(self, n: int) -> bytes:
+        """Time ``8 * n`` short loops and pack the parity bits into ``n`` bytes."""
+        clock = time.perf_counter_ns
+        spin = self._spin
+        out = bytearray(n)
+        for i in range(n):
+            byte = 0
+            for _ in range(8):
+                start = clock()
+                for _ in spin:
+                    pass
+                delta = clock() - start
+                byte = (byte << 1) | (delta.bit_count() & 1)
+            out[i] = byte
+        return bytes(out)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+BUILTIN_BACKENDS: dict[str, type[UrandomBackend] | type[TimingNoiseBackend]] = {
+    "urandom": UrandomBackend,
+    "timing-noise": TimingNoiseBackend,
+}
+
+
+def load_backend(spec: str) -> EntropyBackend:
+    """Instantiate a backend by name or by ``module:Class``.
+
+    Args:
+        spec: ``urandom``, ``timing-noise``, or ``package.module:ClassName`` of a
+            class whose no-argument constructor opens the hardware.
+
+    Returns:
+        The backend instance.
+
+    Raises:
+        BackendError: unknown name, module or class not importable, or the
+            object lacks ``generate``/``close``.
+    """
+    if spec in BUILTIN_BACKENDS:
+        return BUILTIN_BACKENDS[spec]()
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise BackendError(
+            f"backend {spec!r}: expected one of {sorted(BUILTIN_BACKENDS)} or 'module:Class'"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {spec!r}: cannot import module {module_name!r}: {exc}"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise BackendError(f"backend {spec!r}: module {module_name!r} has no {class_name!r}")
+    try:
+        instance = cls()
+    except Exception as exc:
+        raise BackendError(f"backend {spec!r}: constructor failed: {exc}") from exc
+    if not isinstance(instance, EntropyBackend):
+        raise BackendError(f"backend {spec!r}: object needs generate(n) -> bytes and close()")
+    if not isinstance(getattr(instance, "device_id", None), str):
+        # Identify user hardware by its class when it does not name itself.
+        with contextlib.suppress(AttributeError):
+            instance.device_id = spec  # type: ignore[attr-defined]
+    return instance
+
+
+def device_id_of(backend: EntropyBackend) -> str:
+    """Return the backend's ``device_id`` or its class name."""
+    value = getattr(backend, "device_id", None)
+    return value if isinstance(value, str) else type(backend).__qualname__

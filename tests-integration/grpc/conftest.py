@@ -1,0 +1,204 @@
+"""Real entropy-server processes for the gRPC integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qr_entropy import EntropyConfig
+
+HERE = Path(__file__).resolve().parent
+SERVER_READY = "qr-entropy-server listening on "
+FAULT_READY = "fault-server listening on "
+
+
+def payload(sequence_id: int, n: int) -> bytes:
+    """What the fault server sends for ``sequence_id`` (see fault_server.py)."""
+    unit = sequence_id.to_bytes(8, "big", signed=True)
+    return (unit * (n // 8 + 1))[:n]
+
+
+class ServerProcess:
+    """A server subprocess that can be killed and restarted on the same address."""
+
+    def __init__(self, argv: list[str], ready: str, address: str) -> None:
+        self._argv = argv
+        self._ready = ready
+        self._requested = address
+        self.address = ""
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> ServerProcess:
+        address = self.address or self._requested
+        # stderr goes to a file, not a pipe: no reader thread to count, no full pipe to block on.
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [*self._argv, "--address", address],
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith(self._ready):
+            self.proc.kill()
+            self.proc.wait(10)
+            self.stderr.seek(0)
+            raise RuntimeError(f"server did not start: {line!r} {self.stderr.read()}")
+        self.address = line[len(self._ready) :].strip()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to clients, like a crash or power loss."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Callable[..., ServerProcess]]:
+    """Start reference servers: ``servers(*flags, address="127.0.0.1:0")``."""
+    started: list[ServerProcess] = []
+
+    def factory(*flags: str, address: str = "127.0.0.1:0") -> ServerProcess:
+        server = ServerProcess(
+            [sys.executable, "-m", "qr_entropy_server", *flags], SERVER_READY, address
+        )
+        started.append(server.start())
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+class FaultServer(ServerProcess):
+    """The fault server plus its control file."""
+
+    def __init__(self, control: Path, address: str, *flags: str) -> None:
+        super().__init__(
+            [sys.executable, str(HERE / "fault_server.py"), "--control", str(control), *flags],
+            FAULT_READY,
+            address,
+        )
+        self.control = control
+
+    def set(self, mode: str) -> None:
+        """Switch the behaviour for the following requests."""
+        self.control.write_text(mode)
+
+
+@pytest.fixture(scope="module")
+def fault_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., FaultServer]]:
+    """Start fault servers: ``fault_servers(*flags, address=...)``."""
+    started: list[FaultServer] = []
+
+    def factory(*flags: str, address: str = "127.0.0.1:0") -> FaultServer:
+        control = tmp_path_factory.mktemp("fault") / "control"
+        control.write_text("ok")
+        server = FaultServer(control, address, *flags)
+        server.start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_qr_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings come from the tests only: no inherited QR_* variables, no .env."""
+    for key in list(os.environ):
+        if key.upper().startswith("QR_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def config(address: str, **fields: object) -> EntropyConfig:
+    """An EntropyConfig for ``quantum_grpc`` at ``address`` with test-friendly defaults."""
+    fields.setdefault("entropy_source_type", "quantum_grpc")
+    fields.setdefault("fallback_mode", "error")
+    fields.setdefault("grpc_timeout_ms", 5000.0)
+    fields.setdefault("cb_recovery_window_s", 0.2)
+    # A busy 2-core CI runner can stall a call past the 5 ms default floor; tests that
+    # are about the adaptive deadline set the floor themselves.
+    fields.setdefault("cb_min_timeout_ms", 1000.0)
+    return EntropyConfig(grpc_server_address=address, **fields)  # type: ignore[arg-type]
+
+
+def our_threads() -> list[threading.Thread]:
+    """Live threads except grpc's ``grpc.aio`` poller.
+
+    grpc starts that poller while any ``grpc.aio`` channel exists and stops it,
+    asynchronously, after the last one closed; it is grpc's, shared by the process.
+    """
+    return [t for t in threading.enumerate() if "_poll_wrapper" not in t.name]
+
+
+@pytest.fixture
+def thread_baseline(servers: Callable[..., ServerProcess]) -> Callable[[], list[str]]:
+    """Returns a check: the threads (but grpc's poller) that were not there before.
+
+    The baseline is taken once the client's one process-wide ``qr-entropy-grpc``
+    loop thread exists (started on first use, shared by every source); nothing
+    else may stay behind a closed source.
+    """
+    from qr_entropy.grpc import QuantumGrpcSource
+
+    with QuantumGrpcSource(config(servers().address)) as source:
+        source.fetch(8)
+    before = {t.ident for t in our_threads()}
+    return lambda: [t.name for t in our_threads() if t.ident not in before]
+
+
+@pytest.fixture
+def tasks_left() -> Callable[[object], int]:
+    """``tasks_left(source)``: coroutines still alive on the client loop, after a grace second.
+
+    grpc.aio finishes a cancelled call's own bookkeeping task shortly after the
+    cancel; a coroutine that is still there after a second is an orphan.
+    """
+
+    def check(source: object) -> int:
+        assert not source._pending  # type: ignore[attr-defined]  # every fetch task ended
+        loop = source._loop  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 1.0
+        while loop.task_count() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return int(loop.task_count())
+
+    return check
+
+
+@pytest.fixture
+def make_config() -> Callable[..., EntropyConfig]:
+    """``make_config(address, **fields)``: see :func:`config`."""
+    return config
+
+
+@pytest.fixture
+def expected() -> Callable[[int, int], bytes]:
+    """``expected(sequence_id, n)``: the fault server's bytes for that request."""
+    return payload

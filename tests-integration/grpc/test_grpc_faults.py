@@ -1,0 +1,313 @@
+"""Faults produced for real: misbehaving, slow, killed and absent servers.
+
+For each: no fetch ever receives bytes generated for an earlier request (the
+fault server's bytes encode the request's sequence_id), the failure falls back
+with provenance when a fallback is configured, raises a clear
+EntropyUnavailableError in mode ``error``, and the source recovers when the
+server behaves again.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qr_entropy import EntropyConfig, EntropyFetch, EntropyUnavailableError, build_source
+from qr_entropy.grpc import QuantumGrpcSource
+
+MODES = ["unary", "server_streaming", "bidi_streaming"]
+N = 4096
+Config = Callable[..., EntropyConfig]
+Expected = Callable[[int, int], bytes]
+
+
+def assert_fresh(fetch: EntropyFetch, expected: Expected) -> None:
+    """The bytes are the ones the server made for this fetch's own request."""
+    assert fetch.sequence_id is not None
+    assert fetch.data == expected(fetch.sequence_id, len(fetch.data))
+
+
+@pytest.fixture(scope="module")
+def faulty(fault_servers: Callable[..., Any]) -> Any:
+    return fault_servers()
+
+
+@pytest.fixture(autouse=True)
+def _reset(faulty: Any) -> None:
+    faulty.set("ok")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("wrong_length", "server returned 4095 bytes, requested 4096"),
+        ("wrong_seq", "does not match request"),
+        ("garbage", "declares|varint|wire type"),
+    ],
+)
+def test_bad_replies_are_rejected_then_recovered(
+    mode: str, fault: str, message: str, faulty: Any, make_config: Config, expected: Expected
+) -> None:
+    cfg = make_config(faulty.address, grpc_mode=mode, grpc_retry_count=1)
+    with QuantumGrpcSource(cfg) as source:
+        assert_fresh(source.fetch(N), expected)  # a healthy stream first
+        faulty.set(fault)
+        with pytest.raises(EntropyUnavailableError, match=message):
+            source.fetch(N)
+        assert source.health_check()["total_failures"] == 2  # first try + one retry
+        faulty.set("ok")
+        for _ in range(3):
+            assert_fresh(source.fetch(N), expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_bad_replies_fall_back_with_provenance(mode: str, faulty: Any, make_config: Config) -> None:
+    faulty.set("wrong_seq")
+    cfg = make_config(faulty.address, grpc_mode=mode, fallback_mode="system")
+    with build_source(cfg) as source:
+        fetch = source.fetch(N)
+        assert fetch.fallback
+        assert fetch.source == "system"
+        assert fetch.fallback_reason is not None
+        assert "does not match" in fetch.fallback_reason
+        assert source.last_source_used == "system"
+
+
+def test_unechoed_sequence_id_is_accepted_and_chunks_are_joined(
+    faulty: Any, make_config: Config, expected: Expected
+) -> None:
+    with QuantumGrpcSource(make_config(faulty.address, grpc_mode="server_streaming")) as source:
+        faulty.set("chunks 4")
+        fetch = source.fetch(N)
+        assert fetch.response_count == 4
+        assert_fresh(fetch, expected)
+        faulty.set("no_seq")
+        assert_fresh(source.fetch(N), expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_late_reply_never_reaches_a_later_fetch(
+    mode: str, faulty: Any, make_config: Config, expected: Expected
+) -> None:
+    """Known defect 7: after a timeout, the next fetch must get its own bytes."""
+    cfg = make_config(faulty.address, grpc_mode=mode, grpc_timeout_ms=300.0, grpc_retry_count=0)
+    with QuantumGrpcSource(cfg) as source:
+        assert_fresh(source.fetch(N), expected)
+        faulty.set("slow 0.6")
+        with pytest.raises(EntropyUnavailableError, match="DEADLINE_EXCEEDED"):
+            source.fetch(N)
+        faulty.set("ok")
+        time.sleep(0.5)  # the late reply is on the wire now
+        fetches = [source.fetch(N) for _ in range(5)]
+    for fetch in fetches:
+        assert_fresh(fetch, expected)
+    assert fetches[0].sequence_id == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_server_slower_than_the_floor_is_followed_not_locked_out(
+    mode: str, faulty: Any, make_config: Config, expected: Expected
+) -> None:
+    """Known defect 8: the adaptive deadline grows to meet a slowing server."""
+    cfg = make_config(
+        faulty.address,
+        grpc_mode=mode,
+        grpc_timeout_ms=2000.0,
+        cb_min_timeout_ms=5.0,
+        cb_window_size=20,
+        cb_max_consecutive_failures=100,
+        grpc_retry_count=0,
+        fallback_mode="system",
+    )
+    with build_source(cfg) as source:
+        warmup = [source.fetch(N) for _ in range(20)]
+        faulty.set("slow 0.05")  # 50 ms: ten times the 5 ms floor
+        results = [source.fetch(N) for _ in range(25)]
+        health = source.primary.health_check()
+    for fetch in warmup + results:
+        if not fetch.fallback:
+            assert_fresh(fetch, expected)
+    timed_out = [f for f in results[:5] if f.fallback]
+    assert timed_out, "the first slow calls should have timed out"
+    assert all("DEADLINE_EXCEEDED" in (f.fallback_reason or "") for f in timed_out)
+    # Followed, not locked out: the slow server serves (nearly) every later fetch.
+    assert sum(not f.fallback for f in results[-10:]) >= 8
+    assert float(health["timeout_ms"]) >= 50.0  # type: ignore[arg-type]
+    assert health["circuit_state"] == "closed"
+
+
+def test_open_circuit_fails_fast_then_probes(
+    faulty: Any, make_config: Config, expected: Expected
+) -> None:
+    cfg = make_config(
+        faulty.address,
+        grpc_mode="bidi_streaming",
+        grpc_retry_count=0,
+        cb_max_consecutive_failures=2,
+        cb_recovery_window_s=0.3,
+    )
+    with QuantumGrpcSource(cfg) as source:
+        faulty.set("garbage")
+        for _ in range(2):
+            with pytest.raises(EntropyUnavailableError):
+                source.fetch(N)
+        assert source.health_check()["circuit_state"] == "open"
+        assert not source.is_available
+        with pytest.raises(EntropyUnavailableError, match="circuit open"):
+            source.fetch(N)
+        faulty.set("ok")
+        time.sleep(0.35)
+        assert_fresh(source.fetch(N), expected)  # the half-open probe succeeds
+        health = source.health_check()
+    assert health["circuit_state"] == "closed"
+    assert health["total_rejected"] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_other_service_and_method_names(
+    mode: str, fault_servers: Callable[..., Any], make_config: Config, expected: Expected
+) -> None:
+    server = fault_servers(
+        "--unary-path",
+        "/qrng.QuantumRNG/GetRandomBytes",
+        "--stream-path",
+        "/qrng.QuantumRNG/StreamRandomBytes",
+    )
+    cfg = make_config(
+        server.address,
+        grpc_mode=mode,
+        grpc_method_path="/qrng.QuantumRNG/GetRandomBytes",
+        grpc_stream_method_path="/qrng.QuantumRNG/StreamRandomBytes",
+    )
+    with QuantumGrpcSource(cfg) as source:
+        fetches = [source.fetch(N) for _ in range(3)]
+    for fetch in fetches:
+        assert_fresh(fetch, expected)
+        assert fetch.device_id == "fault-server"
+    # The default paths do not exist there: UNIMPLEMENTED, named clearly.
+    with (
+        QuantumGrpcSource(make_config(server.address, grpc_mode=mode)) as source,
+        pytest.raises(EntropyUnavailableError, match="UNIMPLEMENTED"),
+    ):
+        source.fetch(N)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_killed_mid_call_and_restarted(
+    mode: str,
+    fault_servers: Callable[..., Any],
+    make_config: Config,
+    expected: Expected,
+    tmp_path: Path,
+    thread_baseline: Callable[[], list[str]],
+    tasks_left: Callable[[object], int],
+) -> None:
+    server = fault_servers(address=f"unix://{tmp_path}/q.sock")
+    cfg = make_config(
+        server.address,
+        grpc_mode=mode,
+        grpc_retry_count=0,
+        grpc_timeout_ms=3000.0,
+        cb_recovery_window_s=0.1,
+    )
+    with QuantumGrpcSource(cfg) as source:
+        assert_fresh(source.fetch(N), expected)
+        server.set("slow 2")
+        errors: list[BaseException] = []
+
+        def in_flight() -> None:
+            try:
+                source.fetch(N)
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=in_flight)
+        worker.start()
+        time.sleep(0.3)
+        server.kill()
+        worker.join(10)
+        assert len(errors) == 1
+        assert isinstance(errors[0], EntropyUnavailableError)
+        with pytest.raises(EntropyUnavailableError):
+            source.fetch(N)  # nothing listens now (socket file may remain)
+        server.set("ok")
+        server.start()
+        time.sleep(0.15)
+        fetch = source.fetch(N)
+        assert_fresh(fetch, expected)
+    assert thread_baseline() == []
+    assert tasks_left(source) == 0
+
+
+def test_unreachable_address(make_config: Config) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = make_config(f"127.0.0.1:{port}", grpc_timeout_ms=1000.0, grpc_retry_count=1)
+    with (
+        QuantumGrpcSource(cfg) as source,
+        pytest.raises(EntropyUnavailableError, match=r"UNAVAILABLE|DEADLINE_EXCEEDED"),
+    ):
+        source.fetch(N)
+    with build_source(cfg.model_copy(update={"fallback_mode": "mock_uniform"})) as source:
+        fetch = source.fetch(N)
+    assert fetch.fallback
+    assert fetch.source == "mock_uniform"
+
+
+def test_missing_socket_file_then_server_appears(
+    servers: Callable[..., Any], make_config: Config, tmp_path: Path
+) -> None:
+    sock = tmp_path / "later.sock"
+    cfg = make_config(f"unix://{sock}", grpc_mode="bidi_streaming", cb_recovery_window_s=0.1)
+    with QuantumGrpcSource(cfg) as source:
+        with pytest.raises(EntropyUnavailableError, match=r"later\.sock.*does not exist"):
+            source.fetch(N)
+        with build_source(cfg.model_copy(update={"fallback_mode": "system"})) as wrapped:
+            fetch = wrapped.fetch(N)
+            assert fetch.fallback
+            assert "does not exist" in (fetch.fallback_reason or "")
+        servers(address=f"unix://{sock}")
+        time.sleep(0.15)
+        fetch = source.fetch(N)
+    assert len(fetch.data) == N
+    assert fetch.device_id.startswith("urandom@")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_close_during_a_call_leaves_nothing_behind(
+    mode: str,
+    faulty: Any,
+    make_config: Config,
+    thread_baseline: Callable[[], list[str]],
+    tasks_left: Callable[[object], int],
+) -> None:
+    source = QuantumGrpcSource(make_config(faulty.address, grpc_mode=mode, grpc_retry_count=0))
+    source.fetch(N)
+    faulty.set("slow 1.5")
+    errors: list[BaseException] = []
+
+    def in_flight() -> None:
+        try:
+            source.fetch(N)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=in_flight)
+    worker.start()
+    time.sleep(0.3)
+    source.close()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], EntropyUnavailableError)
+    assert "closed" in str(errors[0])
+    assert tasks_left(source) == 0
+    assert thread_baseline() == []
