@@ -27,8 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import get_args
 
-from qr_entropy import EntropyConfig
-from qr_entropy._config import GrpcMode
+from qr_entropy import EntropyConfig, GrpcMode
 from qr_entropy.grpc import QuantumGrpcSource
 
 MODES: tuple[GrpcMode, ...] = get_args(GrpcMode)

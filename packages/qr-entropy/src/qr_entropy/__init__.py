@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from qr_entropy.__about__ import __version__
 from qr_entropy._build import build_source
-from qr_entropy._config import EntropyConfig
+from qr_entropy._config import EntropyConfig, FallbackMode, GrpcMode
 from qr_entropy._exceptions import (
     ByteCountError,
     ConfigError,
@@ -57,6 +57,8 @@ __all__ = [
     "EntropySource",
     "EntropyUnavailableError",
     "FallbackEntropySource",
+    "FallbackMode",
+    "GrpcMode",
     "MockUniformSource",
     "QREntropyError",
     "QuantumGrpcSource",
