@@ -271,6 +271,16 @@ class BidiTransport(Transport):
             except aio.AioRpcError as exc:
                 self._drop_stream()
                 raise map_rpc_error(exc, self._method, self._settings) from None
+            except asyncio.InvalidStateError as exc:
+                # grpc.aio raises this from write() when the server ended the call
+                # (killed, restarted) before the write: the stream is gone, not the caller.
+                self._drop_stream()
+                raise GrpcEntropyError(
+                    f"UNAVAILABLE from {self._settings.address} ({self._method}): "
+                    f"stream ended under the request: {exc}",
+                    code="UNAVAILABLE",
+                    retryable=True,
+                ) from None
             except BaseException:
                 # Never read this stream again: a late reply would belong to this request.
                 self._drop_stream()

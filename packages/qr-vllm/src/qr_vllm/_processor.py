@@ -1,0 +1,277 @@
+"""The vLLM logits processor, for both model runners of vLLM 0.32.
+
+vLLM reads the entry-point group ``vllm.logits_processors`` from two model
+runners with two interfaces:
+
+* the V1 runner (``vllm.v1.sample.logits_processor.LogitsProcessor``):
+  ``__init__(vllm_config, device, is_pin_memory)``, ``update_state(BatchUpdate)``,
+  ``apply(logits)``, ``is_argmax_invariant()``;
+* Model Runner V2 (``vllm.v1.worker.gpu.sample.logits_processor.LogitsProcessor``):
+  ``__init__(vllm_config, req_states)``, ``add_request(slot, params)``,
+  ``apply_staged_writes()``, ``apply(logits, ctx)``. Its loader refuses any
+  class of the group that is not a V2 subclass.
+
+Because both runners load the same entry point, :class:`QRSamplingLogitsProcessor`
+subclasses both interfaces and tells them apart by its constructor
+arguments. Both paths feed one :class:`~qr_vllm._batch.BatchState` and one
+:class:`~qr_vllm._step.StepSampler`; only the mapping from logits rows to
+slots differs (V1: row = slot; V2: ``ctx.idx_mapping_np``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from vllm.v1.sample.logits_processor.interface import BatchUpdate
+from vllm.v1.sample.logits_processor.interface import LogitsProcessor as V1LogitsProcessor
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+    LogitsContext,
+    LogitsProcRequestState,
+)
+from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+    LogitsProcessor as V2LogitsProcessor,
+)
+
+from qr_core.records import TokenSamplingRecord
+from qr_entropy import EntropyFetch, build_source
+from qr_vllm._batch import BatchState, Slot, plan_for_params
+from qr_vllm._config import AdapterConfig
+from qr_vllm._errors import UnsupportedEngineError
+from qr_vllm._records import RecordRouter
+from qr_vllm._settings import SamplingSettings
+from qr_vllm._step import StepSampler, StepTimings
+from qr_vllm._tp import tensor_parallel_broadcast
+
+if TYPE_CHECKING:
+    from vllm import SamplingParams
+    from vllm.config import VllmConfig
+
+__all__ = ["QRSamplingLogitsProcessor"]
+
+logger = logging.getLogger(__name__)
+
+
+class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
+    """Samples every qr-enabled request's token with external entropy.
+
+    The selected token's logit becomes 0.0 and every other logit ``-inf``, so
+    vLLM's own temperature, top-k/top-p, min-p and penalties cannot change
+    the choice.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _base: ClassVar[SamplingSettings | None] = None
+    _live: ClassVar[weakref.WeakSet[QRSamplingLogitsProcessor]] = weakref.WeakSet()
+
+    def __init__(self, vllm_config: VllmConfig, *args: Any) -> None:
+        """Create the processor for either model runner.
+
+        Args:
+            vllm_config: The engine configuration.
+            *args: ``(device, is_pin_memory)`` from the V1 runner, or
+                ``(req_states,)`` from Model Runner V2.
+
+        Raises:
+            UnsupportedEngineError: Speculative decoding or a pooling model.
+            TypeError: The arguments match neither runner.
+        """
+        self._req_states: LogitsProcRequestState | None = None
+        if len(args) == 1 and isinstance(args[0], LogitsProcRequestState):
+            self.runner = "v2"
+            self._req_states = args[0]
+        elif len(args) == 2 and isinstance(args[0], torch.device | str):
+            self.runner = "v1"
+        else:
+            raise TypeError(
+                "QRSamplingLogitsProcessor(vllm_config, *args): args must be "
+                "(device, is_pin_memory) for the V1 runner or (req_states,) for "
+                f"Model Runner V2, got {tuple(type(a).__name__ for a in args)}"
+            )
+        check_engine(vllm_config)
+        self.config = AdapterConfig.from_env()
+        with QRSamplingLogitsProcessor._lock:
+            QRSamplingLogitsProcessor._base = self.config.sampling
+        self._state = BatchState(self.config.sampling)
+        broadcast = tensor_parallel_broadcast(vllm_config)
+        self._is_source = broadcast is None or broadcast.is_source
+        # Only the rank that fetches entropy opens a source and writes records.
+        self._source = build_source(self.config.entropy) if self._is_source else None
+        self._router = RecordRouter(self.config.records) if self._is_source else None
+        self._sampler = StepSampler(
+            self._fetch,
+            self._emit,
+            record_raw_bytes=self.config.records.record_raw_bytes,
+            broadcast=broadcast,
+        )
+        self._closed = False
+        QRSamplingLogitsProcessor._live.add(self)
+        atexit.register(_close_quietly, weakref.ref(self))
+        logger.info(
+            "qr sampling active: model runner %s, entropy source %r, fallback %r, records %s",
+            self.runner,
+            self.config.entropy.entropy_source_type,
+            self.config.entropy.fallback_mode,
+            self.config.records.record_path or "(no file)",
+        )
+
+    # ------------------------------------------------------------------ both runners
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        """Reject bad ``qr_*`` keys when a request is admitted (vLLM answers 400).
+
+        Raises:
+            QRParamsError: (a ``ValueError``) naming the key and the allowed values.
+        """
+        plan_for_params(cls._base_settings(), sampling_params)
+
+    @classmethod
+    def _base_settings(cls) -> SamplingSettings:
+        with cls._lock:
+            if cls._base is None:
+                # The API server process validates requests but never builds a processor.
+                cls._base = AdapterConfig.from_env().sampling
+            return cls._base
+
+    @classmethod
+    def live_instances(cls) -> list[QRSamplingLogitsProcessor]:
+        """Processors alive and not closed in this process (for tests and benchmarks)."""
+        return [p for p in list(cls._live) if not p._closed]
+
+    def is_argmax_invariant(self) -> bool:
+        """``False``: forcing a sampled token changes the argmax."""
+        return False
+
+    def apply(self, logits: torch.Tensor, ctx: LogitsContext | None = None) -> torch.Tensor:
+        """Force the qr-selected token in every qr-sampled row, in place.
+
+        Args:
+            logits: ``(rows, vocab)`` logits of this step.
+            ctx: Model Runner V2's batch layout; ``None`` under the V1 runner.
+
+        Returns:
+            ``logits`` (modified in place).
+        """
+        if ctx is None:
+            rows = sorted(i for i in self._state.slots() if i < logits.shape[0])
+            slots = [self._state.slots()[i] for i in rows]
+        else:
+            rows, slots = self._v2_rows(logits, ctx)
+        self._sampler.sample(logits, rows, slots)
+        return logits
+
+    def _v2_rows(self, logits: torch.Tensor, ctx: LogitsContext) -> tuple[list[int], list[Slot]]:
+        """Model Runner V2: the qr rows that produce a token this step, with their positions.
+
+        A row whose sequence is still shorter than its prefill (a chunk of a
+        long prompt) produces no token: vLLM discards its sample, so it gets no
+        entropy and no record.
+        """
+        slot_of_row = ctx.idx_mapping_np
+        if len(slot_of_row) != logits.shape[0]:
+            raise UnsupportedEngineError(
+                f"{logits.shape[0]} logits rows for {len(slot_of_row)} requests: "
+                "qr sampling needs one row per request (no speculative decoding)"
+            )
+        assert self._req_states is not None
+        # Exact without speculative decoding, which check_engine refuses.
+        seq_len = ctx.seq_lens_upper_bound_np
+        prompt_len = self._req_states.prompt_len.np
+        prefill_len = self._req_states.prefill_len.np
+        rows: list[int] = []
+        slots: list[Slot] = []
+        for row, index in enumerate(slot_of_row.tolist()):
+            slot = self._state.get(index)
+            if slot is None or seq_len[row] < prefill_len[index]:
+                continue
+            slot.position = int(seq_len[row] - prompt_len[index])
+            rows.append(row)
+            slots.append(slot)
+        return rows, slots
+
+    # ------------------------------------------------------------------ V1 runner
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        """V1 runner: apply the batch changes (removed, then added, then moved)."""
+        if batch_update is None:
+            return
+        self._state.apply_update(batch_update.removed, batch_update.added, batch_update.moved)
+
+    # ------------------------------------------------------------------ V2 runner
+
+    def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
+        """Model Runner V2: a request takes slot ``req_idx``.
+
+        Returns:
+            Whether this processor changes the request's logits.
+        """
+        return self._state.add(req_idx, sampling_params, None)
+
+    def apply_staged_writes(self) -> None:
+        """Model Runner V2: nothing is staged on the device."""
+
+    # ------------------------------------------------------------------ records
+
+    def diagnostic_records(self) -> list[TokenSamplingRecord]:
+        """Records of ``diagnostic_mode`` requests still held in memory, oldest first."""
+        return self._router.diagnostic.records() if self._router is not None else []
+
+    def timings(self) -> StepTimings:
+        """Cumulative per-stage time of this processor's sampling steps."""
+        return self._sampler.timings()
+
+    def reset_timings(self) -> None:
+        """Zero the cumulative timings."""
+        self._sampler.reset_timings()
+
+    def close(self) -> None:
+        """Flush and close the record file and the entropy source. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._router is not None:
+            self._router.close()
+        if self._source is not None:
+            self._source.close()
+
+    def _fetch(self, n: int) -> EntropyFetch:
+        assert self._source is not None
+        return self._source.fetch(n)
+
+    def _emit(self, records: Sequence[TokenSamplingRecord], slots: Sequence[Slot]) -> None:
+        assert self._router is not None
+        self._router.emit(records, slots)
+
+
+def check_engine(vllm_config: VllmConfig) -> None:
+    """Refuse engine modes in which qr sampling cannot run.
+
+    Raises:
+        UnsupportedEngineError: Speculative decoding or a pooling model.
+    """
+    if getattr(vllm_config, "speculative_config", None) is not None:
+        raise UnsupportedEngineError(
+            "qr sampling cannot run with speculative decoding: draft tokens are "
+            "accepted or rejected by vLLM's rejection sampler, which would bypass "
+            "the entropy-selected token; start vLLM without --speculative-config"
+        )
+    model_config = getattr(vllm_config, "model_config", None)
+    if model_config is not None and getattr(model_config, "runner_type", None) == "pooling":
+        raise UnsupportedEngineError(
+            "qr sampling cannot run for pooling models: they produce no tokens to sample"
+        )
+
+
+def _close_quietly(ref: weakref.ReferenceType[QRSamplingLogitsProcessor]) -> None:
+    processor = ref()
+    if processor is not None:
+        try:
+            processor.close()
+        except Exception:
+            logger.exception("closing the qr sampling processor failed")

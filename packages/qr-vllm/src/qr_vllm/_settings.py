@@ -1,0 +1,189 @@
+"""Settings of the adapter, declared once and read from ``QR_*`` variables.
+
+Two declarations live here:
+
+* :class:`SamplingSettings`: everything a request may override with a
+  ``qr_<field>`` key (the sampling fields of the specification, the logging
+  level, diagnostic mode, a request tag and the opt-out switch). Defaults
+  come from :class:`qr_core.SamplingConfig`, never restated.
+* :class:`RecordSettings`: where the per-token research records go. These
+  are infrastructure settings, like :class:`qr_entropy.EntropyConfig`, and
+  may not be overridden per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qr_core import SamplingConfig, build_amplifier, build_temperature_strategy
+
+__all__ = ["LogLevel", "RecordSettings", "SamplingSettings"]
+
+LogLevel = Literal["none", "summary", "full"]
+
+_CORE = SamplingConfig()
+
+# Fields of SamplingSettings that qr_core.SamplingConfig also declares; the
+# rest (log_level, diagnostic_mode, request_tag, enabled) belong to the adapter.
+CORE_FIELDS: tuple[str, ...] = (
+    "signal_amplifier_type",
+    "sample_count",
+    "population_mean",
+    "population_std",
+    "uniform_clamp_epsilon",
+    "temperature_strategy",
+    "fixed_temperature",
+    "edt_base_temp",
+    "edt_exponent",
+    "edt_min_temp",
+    "edt_max_temp",
+    "top_k",
+    "top_p",
+)
+
+_COMMON = SettingsConfigDict(
+    env_prefix="QR_",
+    env_file=".env",
+    env_file_encoding="utf-8",
+    extra="ignore",
+    frozen=True,
+    validate_default=True,
+    allow_inf_nan=False,
+)
+
+
+class SamplingSettings(BaseSettings):
+    """How each token is sampled; every field is overridable per request.
+
+    Environment variable ``QR_<FIELD>`` sets the server-wide default and the
+    request key ``qr_<field>`` (in ``SamplingParams.extra_args`` or the HTTP
+    body's ``"vllm_xargs"``) overrides it for one request.
+    """
+
+    model_config = _COMMON
+
+    signal_amplifier_type: str = Field(
+        default=_CORE.signal_amplifier_type,
+        min_length=1,
+        description="Signal amplifier that turns the entropy bytes into u.",
+    )
+    sample_count: int = Field(
+        default=_CORE.sample_count,
+        ge=1,
+        le=16_777_216,
+        description="Entropy bytes fetched per token.",
+    )
+    population_mean: float = Field(
+        default=_CORE.population_mean,
+        ge=0.0,
+        le=255.0,
+        description="Null-hypothesis mean of the byte values.",
+    )
+    population_std: float = Field(
+        default=_CORE.population_std,
+        gt=0.0,
+        description="Null-hypothesis standard deviation of the byte values.",
+    )
+    uniform_clamp_epsilon: float = Field(
+        default=_CORE.uniform_clamp_epsilon,
+        gt=0.0,
+        lt=0.5,
+        description="u is clamped to (epsilon, 1 - epsilon).",
+    )
+    temperature_strategy: str = Field(
+        default=_CORE.temperature_strategy,
+        min_length=1,
+        description="Temperature strategy: `fixed` or `edt` (or a registered name).",
+    )
+    fixed_temperature: float = Field(
+        default=_CORE.fixed_temperature,
+        gt=0.0,
+        description="Temperature of the `fixed` strategy.",
+    )
+    edt_base_temp: float = Field(
+        default=_CORE.edt_base_temp, gt=0.0, description="Base coefficient of `edt`."
+    )
+    edt_exponent: float = Field(
+        default=_CORE.edt_exponent, gt=0.0, description="Power-law exponent of `edt`."
+    )
+    edt_min_temp: float = Field(
+        default=_CORE.edt_min_temp, gt=0.0, description="Temperature floor of `edt`."
+    )
+    edt_max_temp: float = Field(
+        default=_CORE.edt_max_temp, gt=0.0, description="Temperature ceiling of `edt`."
+    )
+    top_k: int = Field(default=_CORE.top_k, description="Top-k filter (`<= 0` disables).")
+    top_p: float = Field(
+        default=_CORE.top_p, gt=0.0, le=1.0, description="Nucleus threshold (`1.0` disables)."
+    )
+    log_level: LogLevel = Field(
+        default="summary", description="Per-token log lines: `none`, `summary` or `full`."
+    )
+    diagnostic_mode: bool = Field(
+        default=False,
+        description="Keep this request's records in the processor's bounded in-memory buffer.",
+    )
+    request_tag: str = Field(
+        default="",
+        max_length=256,
+        description="Free text copied into every record of the request (empty: none).",
+    )
+    enabled: bool = Field(
+        default=True,
+        description="`false` hands the request to vLLM's own sampling (no entropy, no records).",
+    )
+
+    @model_validator(mode="after")
+    def _check_components(self) -> SamplingSettings:
+        if self.edt_min_temp > self.edt_max_temp:
+            raise ValueError(
+                f"edt_min_temp={self.edt_min_temp} must be <= edt_max_temp={self.edt_max_temp}"
+            )
+        # Names are resolved by qr_core's registries, which know the allowed values.
+        core = self.to_core()
+        build_amplifier(core)
+        build_temperature_strategy(core)
+        return self
+
+    def to_core(self) -> SamplingConfig:
+        """Return the :class:`qr_core.SamplingConfig` these settings describe."""
+        values: dict[str, Any] = {name: getattr(self, name) for name in CORE_FIELDS}
+        return SamplingConfig(**values)
+
+
+class RecordSettings(BaseSettings):
+    """Where per-token records go. Infrastructure: not overridable per request."""
+
+    model_config = _COMMON
+
+    record_path: str = Field(
+        default="",
+        description="JSON Lines file that receives every record (empty: no file).",
+    )
+    record_max_bytes: int = Field(
+        default=100 * 2**20,
+        gt=0,
+        description="Rotate the record file before it grows past this many bytes.",
+    )
+    record_raw_bytes: bool = Field(
+        default=False,
+        description="Also store each token's raw entropy bytes (hex) in its record.",
+    )
+    record_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records that may wait for the file writer before sampling blocks.",
+    )
+    record_flush_interval_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Longest time a record stays in memory before it is flushed to the file.",
+    )
+    diagnostic_buffer_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Capacity of the in-memory buffer used by `diagnostic_mode` requests.",
+    )
