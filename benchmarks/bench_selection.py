@@ -5,7 +5,8 @@ Prints milliseconds per row for B in {1, 8, 64}, V = 151,936 (Qwen-sized vocabul
 torch-CPU path, next to the floor of one pass over the same data (a row max).
 
 CPU torch tensors reach the same bucket engine as numpy through a zero-copy view;
-CUDA tensors take the sort engine on the GPU (not measured here).
+CUDA tensors take the sort engine on the GPU (not measured here). Weights are
+float32 for float32 logits (see packages/qr-core/README.md, "Token selection").
 
 Logits are synthetic but LLM-shaped, float32, seeded: a N(0, 2^2) bulk with 32
 tokens raised by 6 to 12, so that the top few dozen tokens carry most of the mass
@@ -78,7 +79,11 @@ def main() -> None:
     global clock
     clock = CLOCKS[args.clock]
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or 'cpu'}")
+    load = ", ".join(f"{a:.2f}" for a in os.getloadavg())
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs,"
+        f" {platform.processor() or 'cpu'}, load average {load}"
+    )
     print(
         f"numpy {np.__version__}"
         + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if HAVE_TORCH else "")

@@ -15,20 +15,26 @@ from qr_core._select_generic import select_sorted
 class Reference:
     """The selection rule written out plainly, row by row, with a full sort.
 
-    Independent of both engines: it shares no code with them.
+    Independent of both engines: it shares no code with them. Weights follow the
+    documented rule: ``exp((x - max) / T)`` computed in float32 by numpy (float64
+    for float64 logits), ordered by weight descending, then id ascending; sums in
+    float64.
     """
 
     def __init__(self, row: npt.ArrayLike, temperature: float, top_k: int, top_p: float) -> None:
         x = np.asarray(row)
         v = x.shape[0]
         ids = np.arange(v)
-        self.order = np.lexsort((ids, -x.astype(np.float64)))
         if temperature <= 0:
+            self.order = np.lexsort((ids, -x.astype(np.float64)))
             self.candidates = self.order[:1]
             self.probs = np.ones(1)
             return
-        xs = x.astype(np.float64)[self.order]
-        w = np.exp((xs - xs[0]) / temperature)
+        wd = np.float64 if x.dtype == np.float64 else np.float32
+        xw = x.astype(wd)
+        w_all = np.exp((xw - xw.max()) / wd(temperature))
+        self.order = np.lexsort((ids, -w_all))
+        w = w_all[self.order].astype(np.float64)
         kept = v if top_k <= 0 or top_k >= v else top_k
         w = w[:kept]
         if top_p < 1:
@@ -39,11 +45,11 @@ class Reference:
         self.probs = w / w.sum()
         self.cdf = np.cumsum(w) / np.sum(w)
 
-    def pick(self, u: float) -> int | None:
-        """The token for u, or None if u lies within 1e-9 of a CDF boundary."""
+    def pick(self, u: float, tol: float = 1e-9) -> int | None:
+        """The token for u, or None if u lies within ``tol`` of a CDF boundary."""
         if self.candidates.size == 1:
             return int(self.candidates[0])
-        if np.min(np.abs(self.cdf - u)) < 1e-9:
+        if np.min(np.abs(self.cdf - u)) < tol:
             return None
         return int(self.candidates[int(np.sum(self.cdf <= u))])
 

@@ -1,8 +1,9 @@
 """Reference selection for any array-API namespace (torch on CPU or CUDA).
 
-One stable descending sort per row puts the vocabulary in the selection order
-(logit descending, token id ascending); everything after is prefix arithmetic on
-whole ``(B, V)`` arrays, so the logits never leave their device. It is also the
+Both engines weigh tokens with :func:`token_weights`; one stable descending sort
+of the weights per row puts the vocabulary in the selection order (weight
+descending, token id ascending); everything after is prefix arithmetic on whole
+``(B, V)`` arrays, so the logits never leave their device. It is also the
 reference the numpy engine is tested against.
 """
 
@@ -12,9 +13,40 @@ from typing import Any
 
 from qr_core._arrays import device_of
 
-__all__ = ["select_sorted"]
+__all__ = ["select_sorted", "token_weights", "weight_divisor", "weight_dtype"]
 
 Array = Any
+
+
+def weight_dtype(xp: Any, dtype: Any) -> Any:
+    """The dtype weights are computed in: float64 for float64 logits, else float32.
+
+    float32 is what the model produces and what vLLM's own sampler computes its
+    softmax in; float16 and bfloat16 logits are widened to it exactly.
+    """
+    return xp.float64 if dtype == xp.float64 else xp.float32
+
+
+def weight_divisor(xp: Any, t: Array, wd: Any) -> Array:
+    """Temperatures in the weight dtype, clamped to its positive finite range.
+
+    The clamp only matters for temperatures a float32 cannot hold: one that
+    rounds to 0 or to inf would turn ``0 / T`` or ``-inf / T`` into NaN.
+    """
+    fi = xp.finfo(wd)
+    return xp.clip(xp.astype(t, wd), float(fi.smallest_normal), float(fi.max))
+
+
+def token_weights(xp: Any, x: Array, m: Array, t: Array) -> Array:
+    """Unnormalised probabilities ``exp((x - max) / T)`` of a ``(B, V)`` batch.
+
+    Computed in :func:`weight_dtype` by the namespace's own ``exp``; the numpy
+    engine repeats exactly these operations in place, so both engines see the
+    same weights bit for bit when they share a namespace.
+    """
+    wd = weight_dtype(xp, x.dtype)
+    s = xp.astype(x, wd) - xp.astype(m, wd)[:, None]
+    return xp.exp(s / weight_divisor(xp, t, wd)[:, None])
 
 
 def select_sorted(
@@ -30,10 +62,9 @@ def select_sorted(
     greedy = t <= 0
     t_safe = xp.where(greedy, xp.ones_like(t), t)
 
-    order = xp.argsort(x, axis=1, descending=True, stable=True)
-    xs = xp.take_along_axis(x, order, axis=1)
-    s = (xp.astype(xs, xp.float64) - xp.astype(m, xp.float64)[:, None]) / t_safe[:, None]
-    w = xp.exp(s)
+    weights = token_weights(xp, x, m, t_safe)
+    order = xp.argsort(weights, axis=1, descending=True, stable=True)
+    w = xp.astype(xp.take_along_axis(weights, order, axis=1), xp.float64)
 
     pos = xp.arange(vocab, dtype=xp.int64, device=dev)[None, :]
     k_eff = xp.where((k <= 0) | (k >= vocab), xp.full_like(k, vocab), k)
@@ -51,9 +82,10 @@ def select_sorted(
     token = xp.take_along_axis(order, j[:, None], axis=1)[:, 0]
     prob = xp.take_along_axis(w, j[:, None], axis=1)[:, 0] / c_n
 
-    # Greedy rows: order[:, 0] is the lowest id among the maxima (stable sort).
+    # Greedy rows: the lowest id among the maximal logits (argmax takes the first).
+    # Not order[:, 0]: a logit just below the maximum can round to weight 1 too.
     zero = xp.zeros_like(j)
-    token = xp.where(greedy, order[:, 0], xp.astype(token, xp.int64))
+    token = xp.where(greedy, xp.astype(xp.argmax(x, axis=1), xp.int64), xp.astype(token, xp.int64))
     rank = xp.where(greedy, zero, j)
     prob = xp.where(greedy, xp.ones_like(prob), prob)
     n = xp.where(greedy, zero + 1, n)

@@ -1,33 +1,49 @@
 """Exact batched selection for numpy without sorting the vocabulary.
 
-The selection order is logit descending, then token id ascending (probability is
-monotone in the logit). Only the tokens near a threshold are ever sorted; the
-result equals that of a full sort (``_select_generic``) up to float64 summation
-order.
+Weights are those of :func:`qr_core._select_generic.token_weights` (float32
+``exp`` for float32 and narrower logits, float64 for float64 logits), computed
+in place in one reused buffer. The selection order is weight descending, then
+token id ascending. Only the tokens near a threshold are ever sorted; the result
+equals that of a full sort (``_select_generic``) up to float64 summation order.
 
-* Top-k rows (``0 < k < V``): a threshold taken from an order statistic of every
-  32nd column keeps a few hundred tokens, at least k (rows where it keeps fewer
-  retry deeper). Any threshold with k tokens at or above it contains the first k
-  tokens of the order, ties included. Those are sorted; the softmax, top-p cut
-  and u lookup then run on the first k of them. No ``exp`` touches the rest of
-  the vocabulary.
-* Other rows: weights ``exp((x - max) / T)`` in float64 for every token (the
-  total mass needs them all). Buckets are the top bits of the float64 weight
-  (exponent and 4 mantissa bits, ratio 2**(1/16) per bucket), so bucket order is
-  the global order and equal weights share a bucket. One batched ``bincount``
-  (bin = row * buckets + bucket) gives every bucket's mass and count; cumulative
-  sums over the buckets find the bucket where the top-p cut falls, then the one
-  where the u crossing falls (usually the same), and only their members are
+* Top-k rows (``0 < k < V``): a weight threshold taken from an order statistic
+  of every 32nd column keeps a few hundred tokens, at least k (rows where it
+  keeps fewer retry deeper). Any threshold with k tokens at or above it contains
+  the first k tokens of the order, ties included. Those are sorted; the top-p
+  cut and u lookup then run on the first k of them.
+* Other rows: the total weight is one float64 sum. The crossing (the top-p
+  cut, or the u crossing without top-p) needs a prefix of the order holding the
+  fraction ``f`` (p, or u) of the total, so the row can leave out
+  ``spare = (1 - f) * total``. Tokens below ``spare / V`` weigh less than that
+  together, so the *head*, every token at or above ``spare / V``, is a prefix of
+  the order that holds the crossing. The first try takes ``16 * spare / V``
+  (a few hundred tokens of an LLM-shaped row); rows where that head misses the
+  crossing are redone with ``spare / V``, and rows where rounding of the two
+  sums still leaves the crossing at the very end with the whole row. Only the
+  head is bucketed, by the top bits of the weight (exponent and 4 mantissa
+  bits, ratio 2**(1/16) per bucket, so bucket order is the global order and
+  equal weights share a bucket); one batched ``bincount`` gives every head
+  bucket's mass and count, cumulative sums find the bucket where the top-p cut
+  falls, then the one where the u crossing falls, and only their members are
   sorted. Everything before a bucket contributes its summed mass and count.
+
+Weights, the total and the head are computed in blocks of rows of about 2**20
+logits, so that each pass over a block runs in cache: a handful of passes over
+the batch in all (row max, weights, sum, head mask), no ``exp`` in float64 and
+no ``bincount`` over the whole vocabulary.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import array_api_compat.numpy as xnp
 import numpy as np
 import numpy.typing as npt
+
+from qr_core._select_generic import weight_divisor, weight_dtype
 
 __all__ = ["select_buckets"]
 
@@ -36,19 +52,33 @@ __all__ = ["select_buckets"]
 IntArray = npt.NDArray[Any]
 FloatArray = npt.NDArray[Any]
 AnyFloat = npt.NDArray[Any]
+# (weights of a block of rows, those rows) -> (rows, 1) head thresholds
+_HeadRule = Callable[[AnyFloat, slice], AnyFloat]
 
 # Top-k cover: an order statistic of every 32nd column, deep enough that about
 # 32 * (ceil(k / 32) + 8) tokens pass; fewer than k pass for roughly 1 row in 300.
 _COVER_STRIDE = 32
 _COVER_MARGIN = 8
 
-# Probability buckets: the float64 bit pattern shifted right keeps the exponent
-# and the top 4 mantissa bits (ratio 2**(1/16) per bucket); 1.0 has key 1023 << 4.
-# The last bucket also holds everything further down (and all zeros).
-_P_SHIFT = 52 - 4
-_P_TOP_KEY = 1023 << 4
+# Weight buckets: the bit pattern shifted right keeps the exponent and the top 4
+# mantissa bits (ratio 2**(1/16) per bucket); 1.0 has key bias << 4. The last
+# bucket also holds everything further down (and all zeros).
+# weight dtype -> (same-size integer, mantissa bits, exponent bias)
+_BITS: dict[np.dtype[Any], tuple[type[np.signedinteger[Any]], int, int]] = {
+    np.dtype(np.float32): (np.int32, 23, 127),
+    np.dtype(np.float64): (np.int64, 52, 1023),
+}
+_MANTISSA_KEPT = 4
 
 _MAX_BUCKETS = 1024
+
+# Logits per block of rows in the weight passes (4 MiB of float32).
+_BLOCK = 1 << 20
+
+# First head threshold: this many times spare / V. Rows of an LLM's peaked
+# distribution then keep a few hundred tokens; rows whose head misses the
+# crossing are redone with spare / V itself, which cannot miss.
+_HEAD_FACTOR = 16.0
 
 
 def _bucket_count(vocab: int) -> int:
@@ -63,13 +93,13 @@ class _Workspace(threading.local):
     Fresh multi-megabyte arrays are returned to the OS on free and page-faulted
     back in on every call, which costs as much as the arithmetic; reusing them
     keeps the steady state to the arithmetic alone. The price is that the largest
-    batch seen stays allocated (about 17 bytes per logit).
+    batch seen stays allocated (about 5 bytes per logit, 9 for float64 logits).
     """
 
     def __init__(self) -> None:
         self.buffers: dict[str, npt.NDArray[np.generic]] = {}
 
-    def get(self, name: str, shape: tuple[int, int], dtype: type[np.generic]) -> npt.NDArray[Any]:
+    def get(self, name: str, shape: tuple[int, int], dtype: Any) -> npt.NDArray[Any]:
         size = shape[0] * shape[1]
         buf = self.buffers.get(name)
         if buf is None or buf.dtype != dtype or buf.size < size:
@@ -81,53 +111,87 @@ class _Workspace(threading.local):
 _WORKSPACE = _Workspace()
 
 
-class _Members:
-    """Sorted members of one extracted bucket range per row, padded to 2-D."""
+def _weights(
+    x: AnyFloat, m: AnyFloat, t: FloatArray, head: _HeadRule | None = None
+) -> tuple[AnyFloat, IntArray]:
+    """``token_weights`` of the sort engine, in place in a reused buffer.
 
-    def __init__(self, rows: int, width: int) -> None:
-        self.prob = np.zeros((rows, width), dtype=np.float64)
-        self.ids = np.zeros((rows, width), dtype=np.int64)
-        self.count = np.zeros(rows, dtype=np.int64)
-
-    @staticmethod
-    def rows_of(members: _Members, rows: IntArray) -> _Members:
-        out = _Members(0, 0)
-        out.prob, out.ids, out.count = members.prob[rows], members.ids[rows], members.count[rows]
-        return out
-
-
-def _extract(
-    mask: npt.NDArray[np.bool_],
-    x: AnyFloat,
-    m64: FloatArray,
-    t: FloatArray,
-    limit: IntArray | None = None,
-) -> _Members:
-    """Sort the tokens selected by ``mask`` per row and compute their weights.
-
-    Weights are ``exp((x - max) / T)`` in float64, computed the same way as in the
-    full pass so that both paths agree bit for bit. ``limit`` keeps only the
-    first ``limit[r]`` members of row r.
+    With ``head`` (a rule giving each row of a block its head threshold) also
+    the sorted flat indices of every token at or above its row's threshold.
+    Rows are processed in blocks of about 2**20 logits so that every pass over
+    a block runs while it is in cache, instead of streaming the whole batch
+    through memory once per pass.
     """
     rows, vocab = x.shape
-    flat = np.flatnonzero(mask)
-    r = flat // vocab
-    ids = flat - r * vocab
-    lv = x.ravel()[flat].astype(np.float64)
-    order = np.lexsort((ids, -lv, r))
-    r, ids, lv = r[order], ids[order], lv[order]
-    counts = np.bincount(r, minlength=rows)
-    starts = np.cumsum(counts) - counts
-    j = np.arange(r.size) - starts[r]
-    if limit is not None:
-        keep = j < limit[r]
-        r, ids, lv, j = r[keep], ids[keep], lv[keep], j[keep]
-        counts = np.minimum(counts, limit)
-    out = _Members(rows, max(int(counts.max(initial=0)), 1))
-    out.count = counts.astype(np.int64)
-    out.prob[r, j] = np.exp((lv - m64[r]) / t[r])
-    out.ids[r, j] = ids
-    return out
+    wd = weight_dtype(np, x.dtype)
+    w = _WORKSPACE.get("w", x.shape, wd)
+    m_w = m.astype(wd)[:, None]
+    div = weight_divisor(xnp, t, wd)[:, None]
+    heads: list[IntArray] = []
+    mask = _WORKSPACE.get("mask", x.shape, np.bool_)
+    step = max(1, _BLOCK // vocab)
+    for a in range(0, rows, step):
+        b = min(a + step, rows)
+        wb = w[a:b]
+        np.subtract(x[a:b], m_w[a:b], out=wb, dtype=wd)
+        np.divide(wb, div[a:b], out=wb)
+        np.exp(wb, out=wb)
+        if head is not None:
+            np.greater_equal(wb, head(wb, slice(a, b)), out=mask[a:b])
+            heads.append(_flat_true(mask[a:b].reshape(-1)) + a * vocab)
+    flat = np.concatenate(heads) if heads else np.zeros(0, dtype=np.intp)
+    return w, flat
+
+
+def _flat_true(mask: npt.NDArray[np.bool_]) -> IntArray:
+    """``np.flatnonzero`` of a contiguous 1-D mask, fast when it is mostly False.
+
+    Heads are a few hundred tokens of a 151,936-token row, so most 8-byte words
+    of the mask are 0: finding the nonzero words first reads an eighth of the
+    elements, and only their 8 bytes each are inspected.
+    """
+    n8 = mask.size - mask.size % 8
+    words = np.flatnonzero(mask[:n8].view(np.uint64))
+    if 16 * words.size > n8:  # dense: the plain scan is cheaper
+        return np.flatnonzero(mask)
+    cand = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+    return np.concatenate([cand[mask[cand]], np.flatnonzero(mask[n8:]) + n8])
+
+
+def _head_threshold(
+    frac: FloatArray, total: FloatArray, vocab: int, factor: float, wd: Any
+) -> AnyFloat:
+    """``factor * spare / V`` per row as a ``(rows, 1)`` column of dtype ``wd``.
+
+    With factor 1 the head surely holds the crossing: tokens below spare / V
+    weigh less than spare together. Shrinking spare by 2**-20 covers rounding
+    the threshold to the weight dtype.
+    """
+    spare = (1 - frac) * total * (1 - 2.0**-20)
+    thr: AnyFloat = (spare * (factor / vocab)).astype(wd)[:, None]
+    return thr
+
+
+class _Members:
+    """Tokens of one selected range per row, sorted in the order, padded to 2-D."""
+
+    def __init__(self, r: IntArray, ids: IntArray, w: AnyFloat, rows: int, limit: Any = None):
+        """Sort flat ``(row, id, weight)`` triples; keep the first ``limit[r]`` per row."""
+        order = np.lexsort((ids, -w, r))
+        r, ids, w = r[order], ids[order], w[order]
+        counts = np.bincount(r, minlength=rows)
+        starts = np.cumsum(counts) - counts
+        j = np.arange(r.size) - starts[r]
+        if limit is not None:
+            keep = j < limit[r]
+            r, ids, w, j = r[keep], ids[keep], w[keep], j[keep]
+            counts = np.minimum(counts, limit)
+        width = max(int(counts.max(initial=0)), 1)
+        self.count: IntArray = counts.astype(np.int64)
+        self.prob: FloatArray = np.zeros((rows, width), dtype=np.float64)
+        self.ids: IntArray = np.zeros((rows, width), dtype=np.int64)
+        self.prob[r, j] = w
+        self.ids[r, j] = ids
 
 
 def _first_exceeding(c: FloatArray, target: FloatArray, valid: IntArray) -> IntArray:
@@ -142,51 +206,63 @@ def _take(a: npt.NDArray[Any], j: IntArray) -> npt.NDArray[Any]:
     return np.take_along_axis(a, j[:, None], axis=1)[:, 0]
 
 
-def _top_k_cover(x: AnyFloat, k: IntArray) -> npt.NDArray[np.bool_]:
-    """Mask of ``x >= thr`` per row, with a threshold that keeps at least k tokens.
+def _cover_threshold(w: AnyFloat, k: IntArray, depth_scale: IntArray | int = 1) -> AnyFloat:
+    """A weight per row with about ``32 * (ceil(k / 32) + 8)`` tokens at or above it.
 
-    The threshold is a high order statistic of every 32nd column, chosen so that
-    a few hundred tokens pass; rows where fewer than k pass retry with a four
-    times deeper statistic, and finally with -inf (every token). Any threshold
-    with at least k tokens at or above it contains the first k tokens of the
-    order, ties included, so the choice only affects speed.
+    It is an order statistic of every 32nd column (of every column for small
+    vocabularies, where the deepest one becomes -inf: every token).
+    ``depth_scale`` deepens the statistic for rows that came up short.
     """
-    rows, vocab = x.shape
+    vocab = w.shape[1]
     stride = _COVER_STRIDE if vocab >= 64 * _COVER_STRIDE else 1
-    sub = x[:, ::stride]
+    sub = w[:, ::stride]
     n_sub = sub.shape[1]
-    depth = np.minimum(-(-k // stride) + _COVER_MARGIN, n_sub)
-    mask = _WORKSPACE.get("mask", x.shape, np.bool_)
-    todo = np.arange(rows)
-    while todo.size:
-        deepest = int(depth[todo].max())
-        top = np.partition(sub[todo], n_sub - deepest, axis=1)[:, n_sub - deepest :]
-        top.sort(axis=1)
-        thr = np.take_along_axis(top, (deepest - depth[todo])[:, None], axis=1)
-        if deepest >= n_sub and stride == 1:
-            thr = np.full_like(thr, -np.inf)
-        if todo.size == rows:
-            np.greater_equal(x, thr, out=mask)
-            passed = np.count_nonzero(mask, axis=1)
+    depth = np.minimum((-(-k // stride) + _COVER_MARGIN) * depth_scale, n_sub)
+    deepest = int(depth.max())
+    top = np.partition(sub, n_sub - deepest, axis=1)[:, n_sub - deepest :]
+    top.sort(axis=1)
+    thr: AnyFloat = np.take_along_axis(top, (deepest - depth)[:, None], axis=1)
+    if stride == 1:
+        thr[depth >= n_sub] = -np.inf
+    return thr
+
+
+def _top_k_cover(w: AnyFloat, k: IntArray, flat: IntArray) -> _Members:
+    """The first k tokens of each row, sorted, from the tokens at or above a
+    weight threshold that keeps at least k of them.
+
+    ``flat`` holds the tokens that passed :func:`_cover_threshold` (a few
+    hundred per row). Rows where fewer than k passed retry with a four times
+    deeper statistic, then 16 times, then every token. Any threshold with at
+    least k tokens at or above it contains the first k tokens of the order,
+    ties included, so the choice only affects speed.
+    """
+    rows, vocab = w.shape
+    passed = np.diff(np.searchsorted(flat, np.arange(rows + 1) * vocab))
+    short = np.flatnonzero(passed < k)
+    for scale in (4, 16, 0):
+        if not short.size:
+            break
+        ws = w[short]
+        if scale:
+            thr = _cover_threshold(ws, k[short], scale)
         else:
-            mask[todo] = x[todo] >= thr
-            passed = np.count_nonzero(mask[todo], axis=1)
-        short = passed < k[todo]
-        todo = todo[short]
-        depth[todo] = np.minimum(depth[todo] * 4, n_sub)
-        if stride > 1 and todo.size and (depth[todo] >= n_sub).any():
-            stride, sub, n_sub = 1, x, vocab
-            depth[todo] = vocab
-    return mask
+            thr = np.full((short.size, 1), -np.inf, dtype=w.dtype)
+        local = np.flatnonzero(ws >= thr)
+        r_local = local // vocab
+        keep = np.isin(flat // vocab, short, invert=True)
+        flat = np.concatenate([flat[keep], short[r_local] * vocab + (local - r_local * vocab)])
+        counts = np.bincount(r_local, minlength=short.size)
+        short = short[counts < k[short]]
+    r = flat // vocab
+    return _Members(r, flat - r * vocab, w.ravel()[flat], rows, limit=k)
 
 
 def _select_top_k(
     x: AnyFloat, m: AnyFloat, u: FloatArray, t: FloatArray, k: IntArray, p: FloatArray
 ) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
-    m64 = m.astype(np.float64)
-    mask = _top_k_cover(x, k)
-    members = _extract(mask, x, m64, t, limit=k)
-
+    w, flat = _weights(x, m, t, lambda wb, rows: _cover_threshold(wb, k[rows]))
+    members = _top_k_cover(w, k, flat)
     c = np.cumsum(members.prob, axis=1)
     kept = members.count
     kept_mass = _take(c, kept - 1)
@@ -197,58 +273,66 @@ def _select_top_k(
     return _take(members.ids, j), j, _take(members.prob, j) / c_n, n
 
 
-def _select_full(
-    x: AnyFloat, m: AnyFloat, u: FloatArray, t: FloatArray, p: FloatArray
-) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
-    rows, vocab = x.shape
+def _select_head(
+    w: AnyFloat, flat: IntArray, u: FloatArray, p: FloatArray, total: FloatArray | None
+) -> tuple[IntArray, IntArray, FloatArray, IntArray, npt.NDArray[np.bool_]]:
+    """Select within the head: the flat indices ``flat`` of a prefix of each row's order.
+
+    ``total`` is each row's whole mass, or None when the head is the whole row
+    (its bucket masses then give the total). Returns the four results and a mask
+    of the rows whose crossing lay inside the head; other rows' results are void.
+    """
+    rows, vocab = w.shape
     nb = _bucket_count(vocab)
-    m64 = m.astype(np.float64)
-    w = _WORKSPACE.get("f64", x.shape, np.float64)
-    np.subtract(x, m64[:, None], out=w, dtype=np.float64)
-    w /= t[:, None]
-    np.exp(w, out=w)
-    bucket = _WORKSPACE.get("intp", x.shape, np.intp)
-    np.right_shift(w.view(np.intp), _P_SHIFT, out=bucket)
-    # Bucket 0 of each row is the most probable; rows are laid end to end:
-    # bin = row * nb + min(top_key - key, nb - 1), in two passes.
+    int_type, mantissa, bias = _BITS[w.dtype]
+    # flat is sorted, so each row's entries are one run.
+    ends = np.searchsorted(flat, np.arange(1, rows + 1) * vocab)
+    r = np.repeat(np.arange(rows), np.diff(ends, prepend=0))
+    ids = flat - r * vocab
+    hw = w.ravel()[flat]
+    # Bucket 0 of each row is the most probable; rows are laid end to end.
+    key = np.right_shift(hw.view(int_type), mantissa - _MANTISSA_KEPT)
     base = np.arange(rows, dtype=np.intp) * nb
-    np.subtract((base + _P_TOP_KEY)[:, None], bucket, out=bucket)
-    np.minimum(bucket, (base + nb - 1)[:, None], out=bucket)
-    flat = bucket.ravel()
-    mass = np.bincount(flat, weights=w.ravel(), minlength=rows * nb)
-    counts = np.bincount(flat, minlength=rows * nb)
+    bins = np.clip((bias << _MANTISSA_KEPT) - key.astype(np.intp), 0, nb - 1) + base[r]
+    mass = np.bincount(bins, weights=hw, minlength=rows * nb)
+    counts = np.bincount(bins, minlength=rows * nb)
     # Column b of cm / cc: mass / count of buckets 0..b.
     cm = np.cumsum(mass.reshape(rows, nb), axis=1)
     cc = np.cumsum(counts.reshape(rows, nb), axis=1)
-    total = cm[:, -1]
+    head_mass = cm[:, -1]
+    if total is None:
+        total = head_mass
     ar = np.arange(rows)
-    mask = _WORKSPACE.get("mask", x.shape, np.bool_)
 
     def before(cum: npt.NDArray[Any], b: IntArray) -> npt.NDArray[Any]:
-        prev = cum[ar, np.maximum(b - 1, 0)]
-        return np.where(b > 0, prev, 0)
+        return np.where(b > 0, cum[ar, np.maximum(b - 1, 0)], 0)
 
     def bucket_of(target: FloatArray) -> IntArray:
         # First bucket whose cumulative mass exceeds target.
-        b = (cm <= target[:, None]).sum(axis=1)
-        index: IntArray = np.minimum(b, nb - 1).astype(np.int64)
-        return index
+        index: IntArray = np.minimum((cm <= target[:, None]).sum(axis=1), nb - 1)
+        return index.astype(np.int64)
+
+    def members(b: IntArray, of: IntArray | None = None) -> _Members:
+        want = np.full(rows, -1, dtype=np.intp)
+        sel_rows = ar if of is None else of
+        want[sel_rows] = b[sel_rows] + base[sel_rows]
+        sel = bins == want[r]
+        return _Members(r[sel], ids[sel], hw[sel], rows)
 
     nucleus = p < 1
+    ok = np.where(nucleus, head_mass >= p * total, head_mass > u * total)
     p_bucket = np.minimum((cm < (p * total)[:, None]).sum(axis=1), nb - 1)
     first = np.where(nucleus, p_bucket, bucket_of(u * total)).astype(np.int64)
-    np.equal(bucket, (first + base)[:, None], out=mask)
-    members = _extract(mask, x, m64, t)
+    inner = members(first)
     mass_before = before(cm, first).astype(np.float64)
     count_before = before(cc, first).astype(np.int64)
-    c = mass_before[:, None] + np.cumsum(members.prob, axis=1)
-    cols = np.arange(c.shape[1])[None, :]
-    inside = cols < members.count[:, None]
-    positive = (members.prob > 0).sum(axis=1)
+    c = mass_before[:, None] + np.cumsum(inner.prob, axis=1)
+    inside = np.arange(c.shape[1])[None, :] < inner.count[:, None]
+    positive = (inner.prob > 0).sum(axis=1)
 
     # Top-p: the cut lies in `first`; without top-p every token is a candidate.
     n_in = ((c < (p * total)[:, None]) & inside).sum(axis=1) + 1
-    n_in = np.minimum(n_in, members.count)
+    n_in = np.minimum(n_in, inner.count)
     n = np.where(nucleus, count_before + n_in, vocab).astype(np.int64)
     c_n = np.where(nucleus, _take(c, np.maximum(n_in - 1, 0)), total)
     target = u * c_n
@@ -257,30 +341,53 @@ def _select_full(
     # The u crossing usually lies in the bucket already extracted.
     limit = np.where(nucleus, n_in, positive)
     j = np.maximum(np.minimum(_first_exceeding(c, target, limit), limit - 1), 0)
-    token = _take(members.ids, j)
-    prob = _take(members.prob, j)
+    token = _take(inner.ids, j)
+    prob = _take(inner.prob, j)
     rank = count_before + j
 
-    again = np.flatnonzero(u_bucket != first)
+    again = np.flatnonzero((u_bucket != first) & ok)
     if again.size:
         # Rows whose u crossing lies above the top-p bucket: extract that bucket.
-        # Few rows: work on copies of those rows; many: one pass over everything.
-        if 4 * again.size < rows:
-            sel = np.equal(bucket[again], (u_bucket[again] + base[again])[:, None])
-            sub = _extract(sel, x[again], m64[again], t[again])
-        else:
-            wanted = np.full(rows, -1, dtype=np.intp)
-            wanted[again] = u_bucket[again] + base[again]
-            np.equal(bucket, wanted[:, None], out=mask)
-            sub = _extract(mask, x, m64, t)
-            sub = _Members.rows_of(sub, again)
-        c2 = before(cm, u_bucket)[again].astype(np.float64)[:, None] + np.cumsum(sub.prob, axis=1)
+        sub = members(u_bucket, again)
+        c2 = before(cm, u_bucket).astype(np.float64)[:, None] + np.cumsum(sub.prob, axis=1)
         pos2 = (sub.prob > 0).sum(axis=1)
-        j2 = np.maximum(np.minimum(_first_exceeding(c2, target[again], sub.count), pos2 - 1), 0)
-        token[again] = _take(sub.ids, j2)
-        prob[again] = _take(sub.prob, j2)
-        rank[again] = before(cc, u_bucket)[again] + j2
-    return token, rank, prob / c_n, n
+        j2 = np.maximum(np.minimum(_first_exceeding(c2, target, sub.count), pos2 - 1), 0)
+        token[again] = _take(sub.ids, j2)[again]
+        prob[again] = _take(sub.prob, j2)[again]
+        rank[again] = (before(cc, u_bucket) + j2)[again]
+    # Rows whose head missed the crossing may have c_n = 0; they are redone.
+    return token, rank, prob / np.where(ok, c_n, 1.0), n, ok
+
+
+def _select_full(
+    x: AnyFloat, m: AnyFloat, u: FloatArray, t: FloatArray, p: FloatArray
+) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
+    frac = np.where(p < 1, p, u)
+    total = np.zeros(x.shape[0], dtype=np.float64)
+
+    def head_rule(wb: AnyFloat, rows: slice) -> AnyFloat:
+        wb.sum(axis=1, dtype=np.float64, out=total[rows])
+        return _head_threshold(frac[rows], total[rows], x.shape[1], _HEAD_FACTOR, wb.dtype)
+
+    w, head = _weights(x, m, t, head_rule)
+    *out, ok = _select_head(w, head, u, p, total)
+    for stage in ("bound", "whole"):
+        redo = np.flatnonzero(~ok)
+        if not redo.size:
+            break
+        ws, ur, pr = w[redo], u[redo], p[redo]
+        if stage == "bound":
+            thr = _head_threshold(frac[redo], total[redo], w.shape[1], 1.0, w.dtype)
+            *again, ok_r = _select_head(ws, np.flatnonzero(ws >= thr), ur, pr, total[redo])
+        else:
+            # Rounding of the two sums left the crossing at the very end of the
+            # order: the whole row is the head, its bucket sums the total.
+            *again, ok_r = _select_head(ws, np.arange(ws.size), ur, pr, None)
+        for a, b in zip(out, again, strict=True):
+            a[redo] = b
+        ok[redo] = ok_r
+    token, rank, prob, n = out
+    return token, rank, prob, n
 
 
 def select_buckets(
@@ -311,14 +418,12 @@ def select_buckets(
     for sel, engine in ((top_k, "k"), (~greedy & ~top_k, "full")):
         if not sel.any():
             continue
-        rows_sel = np.flatnonzero(sel)
-        whole = rows_sel.size == rows
-        xs = x if whole else x[rows_sel]
-        ms, us, ts, ps = (a if whole else a[rows_sel] for a in (m, u, t, p))
+        part = np.flatnonzero(sel)
+        whole = part.size == rows
+        xs, ms, us, ts, ks, ps = (a if whole else a[part] for a in (x, m, u, t, k, p))
         if engine == "k":
-            ks = k if whole else k[rows_sel]
             out = _select_top_k(xs, ms, us, ts, ks, ps)
         else:
             out = _select_full(xs, ms, us, ts, ps)
-        token[rows_sel], rank[rows_sel], prob[rows_sel], n[rows_sel] = out
+        token[part], rank[part], prob[part], n[part] = out
     return token, rank, prob, n

@@ -1,11 +1,17 @@
 """Token selection: the public entry points, validation and result types.
 
-Semantics (one order throughout: logit descending, token id ascending, which is
-probability descending with ties broken by the lower id):
+Semantics (one order throughout: probability descending, then token id
+ascending; probability is the weight of step 2 as computed):
 
 1. ``temperature <= 0``: greedy, the lowest id among the maximal logits; rank 0,
    probability 1.0, one candidate.
-2. Weights ``w = exp((logit - max) / T)`` in float64.
+2. Weights ``w = exp((logit - max) / T)``, computed in float32 (as vLLM's own
+   sampler does) for float32, float16 and bfloat16 logits and in float64 for
+   float64 logits: the logits and their row max are cast to that dtype, the
+   difference is divided by ``T`` in that dtype, and the namespace's ``exp`` is
+   applied. Both engines compute these same weights; tokens with equal weights
+   (equal logits, or distinct logits that round to one float32 weight) are
+   ordered by id.
 3. Top-k keeps the first k tokens in the order (``k <= 0`` or ``k >= V`` keeps all).
 4. Top-p keeps the shortest prefix whose cumulative weight ``C_j`` satisfies
    ``C_j >= p * C_kept`` (``p == 1`` keeps all kept tokens).
@@ -94,7 +100,9 @@ def select_tokens(
     Host-memory input (numpy, CPU torch through a zero-copy view) uses a bucket
     engine that sorts only the few tokens near each threshold; device input (torch
     on CUDA) uses a stable sort on its own device. Both give the same tokens (up to
-    float64 summation order).
+    float64 summation order) when they compute the same float32 weights; numpy's
+    and torch's float32 ``exp`` differ by a few ulp, so across libraries tokens
+    may differ where u lies within about 1e-6 of a CDF boundary.
 
     Args:
         logits: ``(B, V)`` real floating numpy array or torch tensor.
