@@ -33,4 +33,5 @@ def test_every_builtin_source_is_in_the_sources_table() -> None:
 
 
 def test_links_grpc_docs() -> None:
-    assert "](../../docs/grpc.md)" in README.read_text(encoding="utf-8")
+    assert "](docs/grpc.md)" in README.read_text(encoding="utf-8")
+    assert (README.parent / "docs" / "grpc.md").is_file()
