@@ -17,7 +17,7 @@ from qr_core import SamplingConfig
 from qr_core.records import config_hash
 from qr_entropy import ConfigError, EntropyConfig, apply_overrides
 from qr_vllm._errors import QRParamsError
-from qr_vllm._settings import RecordSettings, SamplingSettings
+from qr_vllm._settings import CORE_FIELDS, RecordSettings, SamplingSettings
 
 __all__ = ["AdapterConfig", "RequestPlan", "resolve_request"]
 
@@ -150,21 +150,8 @@ def _derived(settings: SamplingSettings) -> tuple[SamplingConfig, str, tuple[obj
     return core, digest, key
 
 
-_HASHED = (
-    "signal_amplifier_type",
-    "sample_count",
-    "population_mean",
-    "population_std",
-    "uniform_clamp_epsilon",
-    "temperature_strategy",
-    "fixed_temperature",
-    "edt_base_temp",
-    "edt_exponent",
-    "edt_min_temp",
-    "edt_max_temp",
-    "top_k",
-    "top_p",
-)
+# The hash covers exactly the sampling mathematics (qr_core.SamplingConfig).
+_HASHED = CORE_FIELDS
 _GROUPED = tuple(name for name in _HASHED if name not in ("top_k", "top_p"))
 
 

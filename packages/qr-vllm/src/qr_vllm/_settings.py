@@ -13,6 +13,7 @@ Two declarations live here:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -28,21 +29,7 @@ _CORE = SamplingConfig()
 
 # Fields of SamplingSettings that qr_core.SamplingConfig also declares; the
 # rest (log_level, diagnostic_mode, request_tag, enabled) belong to the adapter.
-CORE_FIELDS: tuple[str, ...] = (
-    "signal_amplifier_type",
-    "sample_count",
-    "population_mean",
-    "population_std",
-    "uniform_clamp_epsilon",
-    "temperature_strategy",
-    "fixed_temperature",
-    "edt_base_temp",
-    "edt_exponent",
-    "edt_min_temp",
-    "edt_max_temp",
-    "top_k",
-    "top_p",
-)
+CORE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SamplingConfig))
 
 _COMMON = SettingsConfigDict(
     env_prefix="QR_",
