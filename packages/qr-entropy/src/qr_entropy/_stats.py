@@ -2,8 +2,8 @@
 
 SciPy computes the p-values when it is installed. Without it, pure
 implementations take over: the chi-square tail from the regularised upper
-incomplete gamma function, and the Kolmogorov-Smirnov tail from the
-asymptotic Kolmogorov series with Stephens' small-sample correction.
+incomplete gamma function; the Kolmogorov-Smirnov test is qr-core's
+(:func:`qr_core.records.ks_uniform`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from qr_core.records import ks_uniform
+
 __all__ = [
     "StatTest",
     "bit_bias_test",
     "byte_chi_square_test",
     "chi2_sf",
-    "kolmogorov_sf",
     "ks_uniform_test",
     "scipy_available",
 ]
@@ -108,25 +109,6 @@ def chi2_sf(x: float, df: int) -> float:
     return _gamma_q_series(a, half) if half < a + 1.0 else _gamma_q_fraction(a, half)
 
 
-def kolmogorov_sf(d: float, n: int) -> float:
-    """Asymptotic ``P(D_n >= d)`` for the one-sample KS statistic (no SciPy needed).
-
-    Uses the Kolmogorov series ``2 * sum (-1)^(k-1) exp(-2 k^2 t^2)`` at
-    ``t = (sqrt(n) + 0.12 + 0.11 / sqrt(n)) * d`` (Stephens' correction).
-    """
-    root = math.sqrt(n)
-    t = (root + 0.12 + 0.11 / root) * d
-    if t < 0.2:
-        return 1.0
-    total = 0.0
-    for k in range(1, 101):
-        term = math.exp(-2.0 * k * k * t * t)
-        total += term if k % 2 else -term
-        if term < 1e-16:
-            break
-    return min(1.0, max(0.0, 2.0 * total))
-
-
 def _as_bytes(data: bytes | npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     if isinstance(data, bytes | bytearray):
         return np.frombuffer(data, dtype=np.uint8)
@@ -164,19 +146,18 @@ def bit_bias_test(data: bytes | npt.NDArray[np.uint8]) -> StatTest:
 
 
 def ks_uniform_test(u: npt.ArrayLike) -> StatTest:
-    """Kolmogorov-Smirnov test of values against the uniform law on (0, 1)."""
-    values = np.sort(np.asarray(u, dtype=np.float64).ravel())
+    """Kolmogorov-Smirnov test of values against the uniform law on (0, 1).
+
+    The test itself is qr-core's (:func:`qr_core.records.ks_uniform`: SciPy when
+    installed, else the asymptotic Kolmogorov series), so the check and
+    ``qr-analyze`` report the same statistic for the same values.
+    """
+    values = np.asarray(u, dtype=np.float64).ravel()
     n = values.size
     if n < 1:
         raise ValueError("ks_uniform_test needs at least one value")
-    stats = _scipy_stats()
-    if stats is not None:
-        result = stats.kstest(values, "uniform")
-        statistic, p_value = float(result.statistic), float(result.pvalue)
-    else:
-        ranks = np.arange(1, n + 1, dtype=np.float64)
-        statistic = float(max((ranks / n - values).max(), (values - (ranks - 1) / n).max()))
-        p_value = kolmogorov_sf(statistic, n)
+    result = ks_uniform(values)
+    statistic, p_value = result.statistic, result.p_value
     return StatTest(
         name="ks_amplified_u",
         statistic=statistic,

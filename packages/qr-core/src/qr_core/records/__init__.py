@@ -19,7 +19,7 @@ from qr_core.records._jsonl import JsonlFileSink, rotated_segments
 from qr_core.records._reader import RecordFile, read_records
 from qr_core.records._schema import SCHEMA_VERSION, TokenSamplingRecord, config_hash
 from qr_core.records._sinks import LogSink, RecordSink, RingBufferSink
-from qr_core.records._stats import KSResult, StoufferResult, WelchResult
+from qr_core.records._stats import KSResult, StoufferResult, WelchResult, ks_uniform
 from qr_core.records._synthetic import simulate_records
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "check_config_hashes",
     "compare",
     "config_hash",
+    "ks_uniform",
     "read_records",
     "rotated_segments",
     "simulate_records",
