@@ -18,6 +18,17 @@ def test_erfc_matches_math_erfc_in_relative_terms() -> None:
     assert rel.max() < 1e-13
 
 
+def test_small_arrays_take_math_erfc_and_agree_with_the_vectorised_path() -> None:
+    # 33 values take the vectorised path, the first 32 of them the math.erfc loop.
+    xs = np.linspace(-9.0, 9.0, 33)
+    small = erfc(xs[:32])
+    assert np.array_equal(small, np.array([math.erfc(v) for v in xs[:32]]))
+    rel = np.abs(erfc(xs)[:32] / small - 1)
+    assert rel.max() < 1e-13
+    assert erfc(np.zeros((2, 3))).shape == (2, 3)
+    assert erfc(1.5).shape == ()
+
+
 def test_normal_cdf_keeps_relative_accuracy_in_the_lower_tail() -> None:
     z = np.array([-38.0, -20.0, -8.0, -6.4, -3.0, -1e-8, 0.0])
     ref = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])

@@ -30,6 +30,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
 )
 
 from qr_vllm import QRSamplingLogitsProcessor, UnsupportedEngineError, check_engine
+from qr_vllm import _step as step_module
 
 VOCAB = 64
 # Small sample counts keep the unit tests fast; the engine tests use the default.
@@ -109,6 +110,8 @@ def test_v1_forces_qr_rows_and_records_them() -> None:
         assert r.sample_count == int(SAMPLE_COUNT)
         assert 0.0 < r.u < 1.0
         assert r.num_candidates >= 1
+        # Recorded steps carry the entropy even for the fixed strategy.
+        assert 0.0 < r.shannon_entropy <= np.log(VOCAB)
     assert records[1].num_candidates == 1
     assert proc.timings().steps == 1
     assert proc.timings().rows == 2
@@ -192,6 +195,37 @@ def test_diagnostic_mode_is_per_request_and_bounded(monkeypatch: pytest.MonkeyPa
     records = proc.diagnostic_records()
     assert len(records) == 3
     assert {r.request_tag for r in records} == {"kept"}
+    proc.close()
+
+
+@pytest.mark.usefixtures("seeded_env")
+def test_records_are_built_only_while_a_sink_receives_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("QR_DIAGNOSTIC_MODE", "false")
+    built: list[int] = []
+    real = step_module.TokenSamplingRecord
+
+    def counting(**fields: object) -> object:
+        built.append(fields["token_index"])  # type: ignore[arg-type]
+        return real(**fields)  # type: ignore[arg-type]
+
+    # A spy, not a fake: the real records are still built and delivered.
+    monkeypatch.setattr(step_module, "TokenSamplingRecord", counting)
+    proc = _v1_processor()
+    (out,) = _add(proc, SamplingParams(extra_args={"qr_request_tag": "t"}))  # level summary
+    # Log level summary, but the record logger below INFO: nobody receives them.
+    caplog.set_level(logging.WARNING, logger="qr_core.records._sinks")
+    for step in range(3):
+        logits = _logits(1, seed=step)
+        proc.apply(logits)
+        out.append(_assert_forced(logits[0]))
+    assert built == []
+    assert proc.timings().rows == 3
+    with caplog.at_level(logging.INFO, logger="qr_core.records._sinks"):
+        proc.apply(_logits(1, seed=3))
+    assert built == [3]
+    assert "tag=t i=3 " in caplog.text
     proc.close()
 
 

@@ -13,7 +13,11 @@ in the lower tail (1 + (-0.9999...) cancels), so Phi is computed as
   converge faster above.
 * ``x < 0``: ``erfc(x) = 2 - erfc(-x)``, whose value lies in [1, 2]: no cancellation.
 
-Tests compare against ``math.erfc`` over the whole range.
+Arrays of at most 32 values (the ``B`` values of one sampling step) go through
+``math.erfc`` element by element instead: the vectorised evaluation costs about
+250 small numpy operations whatever the size (0.6 ms for 8 values), the loop a
+few microseconds. Tests compare both paths against ``math.erfc`` over the whole
+range, so they agree to the same ~1e-13.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ __all__ = ["erfc", "normal_cdf"]
 _SERIES_LIMIT = 1.0
 _SERIES_TERMS = 40
 _CF_DEPTH = 200
+# Up to this many values, a Python loop over math.erfc beats the fixed cost of
+# the vectorised series and continued fraction.
+_SCALAR_LIMIT = 32
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _ONE_OVER_SQRT_PI = 1.0 / math.sqrt(math.pi)
 
@@ -56,7 +63,7 @@ def erfc(x: npt.ArrayLike) -> FloatArray:
     """Complementary error function, elementwise, relative error below ~1e-13.
 
     Measured worst case 6e-14, near x = 23, where ``exp(-x^2)`` inherits the
-    rounding of ``x^2``.
+    rounding of ``x^2``. Up to 32 values are computed by ``math.erfc``.
 
     Args:
         x: Real values (any shape).
@@ -65,6 +72,9 @@ def erfc(x: npt.ArrayLike) -> FloatArray:
         ``erfc(x)`` as float64 with the shape of ``x``.
     """
     arr = np.asarray(x, dtype=np.float64)
+    if arr.size <= _SCALAR_LIMIT:
+        flat = [math.erfc(v) for v in arr.ravel().tolist()]
+        return np.array(flat, dtype=np.float64).reshape(arr.shape)
     positive = _erfc_nonnegative(np.abs(arr))
     return np.where(arr < 0, 2.0 - positive, positive)
 

@@ -45,7 +45,7 @@ import numpy.typing as npt
 
 from qr_core._select_generic import weight_divisor, weight_dtype
 
-__all__ = ["select_buckets"]
+__all__ = ["Workspace", "select_buckets"]
 
 # numpy's stubs cannot follow dtypes through bincount, take_along_axis and the
 # like, so internal arrays are typed loosely; the public layer states the dtypes.
@@ -56,9 +56,12 @@ AnyFloat = npt.NDArray[Any]
 _HeadRule = Callable[[AnyFloat, slice], AnyFloat]
 
 # Top-k cover: an order statistic of every 32nd column, deep enough that about
-# 32 * (ceil(k / 32) + 8) tokens pass; fewer than k pass for roughly 1 row in 300.
+# 32 * (ceil(k / 32) + 4) tokens pass. Fewer than k pass for about 1 row in 230
+# at k = 50 (measured on 3,200 N(0, sigma^2) rows, sigma 1 to 4; none with 8),
+# and those rows retry deeper; the smaller margin sorts 40% fewer candidates,
+# which saves more than the retries cost.
 _COVER_STRIDE = 32
-_COVER_MARGIN = 8
+_COVER_MARGIN = 4
 
 # Weight buckets: the bit pattern shifted right keeps the exponent and the top 4
 # mantissa bits (ratio 2**(1/16) per bucket); 1.0 has key bias << 4. The last
@@ -87,7 +90,7 @@ def _bucket_count(vocab: int) -> int:
     return int(min(_MAX_BUCKETS, max(16, 1 << (vocab // 8).bit_length())))
 
 
-class _Workspace(threading.local):
+class Workspace(threading.local):
     """Per-thread scratch buffers reused across calls.
 
     Fresh multi-megabyte arrays are returned to the OS on free and page-faulted
@@ -108,7 +111,7 @@ class _Workspace(threading.local):
         return buf[:size].reshape(shape)
 
 
-_WORKSPACE = _Workspace()
+_WORKSPACE = Workspace()
 
 
 def _weights(
@@ -148,11 +151,15 @@ def _flat_true(mask: npt.NDArray[np.bool_]) -> IntArray:
 
     Heads are a few hundred tokens of a 151,936-token row, so most 8-byte words
     of the mask are 0: finding the nonzero words first reads an eighth of the
-    elements, and only their 8 bytes each are inspected.
+    elements, and only their 8 bytes each are inspected. Denser masks take the
+    plain scan.
     """
     n8 = mask.size - mask.size % 8
     words = np.flatnonzero(mask[:n8].view(np.uint64))
-    if 16 * words.size > n8:  # dense: the plain scan is cheaper
+    # Gathering 8 bytes per nonzero word costs about as much as scanning 500
+    # bytes: above 1 word in 500 (e.g. a top-k cover of 1% of a 32,000-token
+    # row) the plain scan is cheaper.
+    if 500 * words.size > n8:
         return np.flatnonzero(mask)
     cand = (words[:, None] * 8 + np.arange(8)).reshape(-1)
     return np.concatenate([cand[mask[cand]], np.flatnonzero(mask[n8:]) + n8])
@@ -207,7 +214,7 @@ def _take(a: npt.NDArray[Any], j: IntArray) -> npt.NDArray[Any]:
 
 
 def _cover_threshold(w: AnyFloat, k: IntArray, depth_scale: IntArray | int = 1) -> AnyFloat:
-    """A weight per row with about ``32 * (ceil(k / 32) + 8)`` tokens at or above it.
+    """A weight per row with about ``32 * (ceil(k / 32) + 4)`` tokens at or above it.
 
     It is an order statistic of every 32nd column (of every column for small
     vocabularies, where the deepest one becomes -inf: every token).

@@ -106,6 +106,7 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         self._sampler = StepSampler(
             self._fetch,
             self._emit,
+            wants_records=self._wants_records,
             record_raw_bytes=self.config.records.record_raw_bytes,
             broadcast=broadcast,
         )
@@ -243,6 +244,10 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     def _fetch(self, n: int) -> EntropyFetch:
         assert self._source is not None
         return self._source.fetch(n)
+
+    def _wants_records(self, slots: Sequence[Slot]) -> bool:
+        assert self._router is not None
+        return self._router.wants(slots)
 
     def _emit(self, records: Sequence[TokenSamplingRecord], slots: Sequence[Slot]) -> None:
         assert self._router is not None

@@ -6,6 +6,11 @@
   ``summary`` or ``full``);
 * the bounded in-memory buffer receives the records of requests with
   ``qr_diagnostic_mode`` on.
+
+:meth:`RecordRouter.wants` tells the step whether any of these would receive
+a step's records, so that a step nobody records (no file, no diagnostic mode,
+and log level ``none`` or the record logger below INFO, as in vLLM's default
+logging) builds none.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from qr_vllm._settings import RecordSettings
 __all__ = ["RecordRouter"]
 
 logger = logging.getLogger(__name__)
+
+# LogSink's own logger (documented in the README); passed explicitly so that
+# wants() asks the very logger the sinks write to.
+_RECORD_LOGGER = logging.getLogger("qr_core.records._sinks")
 
 
 class RecordRouter:
@@ -41,7 +50,10 @@ class RecordRouter:
                 flush_interval_s=settings.record_flush_interval_s,
             )
             logger.info("qr records are written to %s", settings.record_path)
-        self._logs = {"summary": LogSink("summary"), "full": LogSink("full")}
+        self._logs = {
+            "summary": LogSink("summary", _RECORD_LOGGER),
+            "full": LogSink("full", _RECORD_LOGGER),
+        }
 
     @property
     def diagnostic(self) -> RingBufferSink:
@@ -52,6 +64,22 @@ class RecordRouter:
     def file(self) -> JsonlFileSink | None:
         """The JSON Lines sink, when ``QR_RECORD_PATH`` is set."""
         return self._file
+
+    def wants(self, slots: Sequence[Slot]) -> bool:
+        """Whether any sink would receive a record of a step with these slots.
+
+        Asked every step, so a change of the logger's level takes effect at once.
+        """
+        if self._file is not None:
+            return True
+        logging_on = _RECORD_LOGGER.isEnabledFor(logging.INFO)
+        first = slots[0].plan.settings
+        if all(s.plan.settings is first for s in slots):
+            return first.diagnostic_mode or (logging_on and first.log_level != "none")
+        return any(
+            s.plan.settings.diagnostic_mode or (logging_on and s.plan.settings.log_level != "none")
+            for s in slots
+        )
 
     def emit(self, records: Sequence[TokenSamplingRecord], slots: Sequence[Slot]) -> None:
         """Deliver one step's records; ``slots[i]`` produced ``records[i]``."""

@@ -89,6 +89,7 @@ class StepSampler:
         fetch: Fetch,
         emit: Callable[[Sequence[TokenSamplingRecord], Sequence[Slot]], None],
         *,
+        wants_records: Callable[[Sequence[Slot]], bool] | None = None,
         record_raw_bytes: bool = False,
         broadcast: TokenBroadcast | None = None,
     ) -> None:
@@ -97,11 +98,16 @@ class StepSampler:
         Args:
             fetch: The entropy source's ``fetch(n)``.
             emit: Receives the step's records with their slots.
+            wants_records: Whether any sink would receive the records of a step
+                with these slots; when it says no, the step builds no records,
+                does not call ``emit`` and skips the entropy of strategies that
+                do not use it. ``None``: always build them.
             record_raw_bytes: Put each row's raw bytes (hex) into its record.
             broadcast: Tensor-parallel coordination; ``None`` for one rank.
         """
         self._fetch = fetch
         self._emit = emit
+        self._wants = wants_records
         self._raw = record_raw_bytes
         self._broadcast = broadcast
         self._components: dict[tuple[object, ...], tuple[SignalAmplifier, TemperatureStrategy]] = {}
@@ -146,9 +152,13 @@ class StepSampler:
             return
         t0 = time.perf_counter()
         device = logits.device
+        # Asked once, before anything is computed: a step nobody records needs
+        # no records, nor the entropy of a strategy that does not use it.
+        wanted = self._wants is None or self._wants(slots)
         rows_t = None if len(rows) == logits.shape[0] else torch.as_tensor(rows, device=device)
         try:
-            step = self._select(logits if rows_t is None else logits.index_select(0, rows_t), slots)
+            sub = logits if rows_t is None else logits.index_select(0, rows_t)
+            step = self._select(sub, slots, wanted)
         except BaseException:
             if broadcast is not None:
                 # Followers are waiting for this step's ids; release them with a failure.
@@ -162,36 +172,50 @@ class StepSampler:
         t5 = time.perf_counter()
         self._acc[4] += t5 - t4
 
-        records = step.records(slots, self._raw)
-        for slot in slots:
-            slot.sampled += 1
-        self._emit(records, slots)
+        if wanted:
+            records = step.records(slots, self._raw)
+            for slot in slots:
+                slot.sampled += 1
+            self._emit(records, slots)
+        else:
+            for slot in slots:
+                slot.sampled += 1
         t6 = time.perf_counter()
         self._acc[5] += t6 - t5
         self._acc[6] += t6 - t0
         self._steps += 1
         self._rows += len(rows)
 
-    def _select(self, sub: torch.Tensor, slots: Sequence[Slot]) -> _Selected:
-        """Temperatures, the fetch, amplification and selection for the rows of ``sub``."""
+    def _select(self, sub: torch.Tensor, slots: Sequence[Slot], entropy: bool) -> _Selected:
+        """Temperatures, the fetch, amplification and selection for the rows of ``sub``.
+
+        ``entropy``: whether the records need the Shannon entropy (strategies
+        that use it compute it anyway).
+
+        On the CPU every per-row array stays in numpy (qr_core works on a
+        zero-copy view of the logits) and becomes a tensor only where one is
+        needed, without a copy; on a GPU they live on its device.
+        """
         t0 = time.perf_counter()
         acc = self._acc
         n = len(slots)
         device = sub.device
         groups = self._groups(slots)
-        temperature = torch.empty(n, dtype=torch.float64, device=device)
-        shannon = torch.empty(n, dtype=torch.float64, device=device)
-        for group in groups:
-            _, strategy = self._component(group)
-            if len(groups) == 1:
-                pos: torch.Tensor | None = None
-                block = sub
-            else:
+        if len(groups) == 1:
+            _, strategy = self._component(groups[0])
+            result = strategy.compute_batch(_native(sub), entropy=entropy)
+            temperature: torch.Tensor | np.ndarray = result.temperature
+            shannon: torch.Tensor | np.ndarray = result.shannon_entropy
+        else:
+            temperature = torch.empty(n, dtype=torch.float64, device=device)
+            shannon = torch.empty(n, dtype=torch.float64, device=device)
+            for group in groups:
+                _, strategy = self._component(group)
                 pos = torch.as_tensor(group.positions, device=device)
-                block = sub.index_select(0, pos)
-            result = strategy.compute_batch(_native(block))
-            _scatter(temperature, pos, torch.as_tensor(result.temperature, device=device))
-            _scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=device))
+                block = _native(sub.index_select(0, pos))
+                result = strategy.compute_batch(block, entropy=entropy)
+                _scatter(temperature, pos, torch.as_tensor(result.temperature, device=device))
+                _scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=device))
         if device.type == "cuda":
             # The logits exist only once the kernels producing them have run.
             torch.cuda.synchronize(device)
@@ -207,35 +231,44 @@ class StepSampler:
         acc[1] += t2 - t1
 
         raw = np.frombuffer(fetched.data, dtype=np.uint8)
-        u = np.empty(n, dtype=np.float64)
-        z = np.empty(n, dtype=np.float64)
-        mean = np.empty(n, dtype=np.float64)
         names: list[tuple[str, str]] = [("", "")] * n
-        for group in groups:
+        if len(groups) == 1:
+            group = groups[0]
             amplifier, strategy = self._component(group)
-            block_bytes = _gather(raw, offsets, group.positions, group.config.sample_count)
-            amp = amplifier.amplify_batch(block_bytes)
-            u[group.positions] = amp.u
-            z[group.positions] = amp.z_score
-            mean[group.positions] = amp.sample_mean
-            pair = (str(amplifier.name), str(strategy.name))
-            for p in group.positions.tolist():
-                names[p] = pair
+            amp = amplifier.amplify_batch(raw.reshape(n, group.config.sample_count))
+            u, z, mean = amp.u, amp.z_score, amp.sample_mean
+            names = [(str(amplifier.name), str(strategy.name))] * n
+        else:
+            u = np.empty(n, dtype=np.float64)
+            z = np.empty(n, dtype=np.float64)
+            mean = np.empty(n, dtype=np.float64)
+            for group in groups:
+                amplifier, strategy = self._component(group)
+                block_bytes = _gather(raw, offsets, group.positions, group.config.sample_count)
+                amp = amplifier.amplify_batch(block_bytes)
+                u[group.positions] = amp.u
+                z[group.positions] = amp.z_score
+                mean[group.positions] = amp.sample_mean
+                pair = (str(amplifier.name), str(strategy.name))
+                for p in group.positions.tolist():
+                    names[p] = pair
         t3 = time.perf_counter()
         acc[2] += t3 - t2
 
-        top_k = torch.as_tensor([s.plan.core.top_k for s in slots], device=device)
-        top_p = torch.as_tensor(
-            [s.plan.core.top_p for s in slots], dtype=torch.float64, device=device
-        )
-        sel = select_tokens(
-            _native(sub),
-            _native(torch.from_numpy(u).to(device)),
-            temperature=_native(temperature),
-            top_k=_native(top_k),
-            top_p=_native(top_p),
-        )
-        token = torch.as_tensor(sel.token_id, device=device).to(torch.int64)
+        top_k = np.fromiter((s.plan.core.top_k for s in slots), dtype=np.int64, count=n)
+        top_p = np.fromiter((s.plan.core.top_p for s in slots), dtype=np.float64, count=n)
+        logits = _native(sub)
+        if isinstance(logits, np.ndarray):
+            sel = select_tokens(logits, u, temperature=_host(temperature), top_k=top_k, top_p=top_p)
+        else:
+            sel = select_tokens(
+                logits,
+                torch.from_numpy(u).to(device),
+                temperature=torch.as_tensor(temperature, device=device),
+                top_k=torch.from_numpy(top_k).to(device),
+                top_p=torch.from_numpy(top_p).to(device),
+            )
+        token = _tensor(sel.token_id, device).to(torch.int64)
         acc[3] += time.perf_counter() - t3
         return _Selected(
             token=token,
@@ -293,6 +326,18 @@ def _native(t: torch.Tensor) -> torch.Tensor | np.ndarray:
     return t
 
 
+def _host(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A numpy array of ``values`` (a zero-copy view of a CPU tensor)."""
+    return values.numpy() if isinstance(values, torch.Tensor) else values
+
+
+def _tensor(values: object, device: torch.device) -> torch.Tensor:
+    """``values`` as a tensor on ``device``; a numpy array is wrapped without a copy."""
+    if isinstance(values, np.ndarray):
+        return torch.from_numpy(values).to(device)
+    return torch.as_tensor(values, device=device)
+
+
 def _scatter(out: torch.Tensor, positions: torch.Tensor | None, values: torch.Tensor) -> None:
     if positions is None:
         out.copy_(values)
@@ -309,13 +354,30 @@ def _gather(raw: np.ndarray, offsets: np.ndarray, positions: np.ndarray, count: 
 
 
 def _force(logits: torch.Tensor, rows_t: torch.Tensor | None, token_t: torch.Tensor) -> None:
-    """Selected token 0.0, every other token ``-inf``: no later stage can move it."""
-    if rows_t is None:
+    """Selected token 0.0, every other token ``-inf``: no later stage can move it.
+
+    CPU logits are written through a numpy view: one single-threaded fill,
+    where torch's parallel fill costs thread wake-ups on a busy machine.
+    """
+    if logits.device.type == "cpu" and logits.dtype in _NUMPY_FLOATS:
+        host = logits.numpy()
+        tokens = token_t.numpy()
+        if rows_t is None:
+            host.fill(-np.inf)
+            host[np.arange(host.shape[0]), tokens] = 0.0
+        else:
+            rows = rows_t.numpy()
+            host[rows] = -np.inf
+            host[rows, tokens] = 0.0
+    elif rows_t is None:
         logits.fill_(float("-inf"))
         logits.scatter_(1, token_t.view(-1, 1), 0.0)
     else:
         logits.index_fill_(0, rows_t, float("-inf"))
         logits[rows_t, token_t] = 0.0
+
+
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def _host_list(values: object) -> list[float]:
@@ -337,8 +399,8 @@ class _Selected:
     mean: np.ndarray
     z: np.ndarray
     u: np.ndarray
-    temperature: torch.Tensor
-    shannon: torch.Tensor
+    temperature: object
+    shannon: object
     rank: object
     prob: object
     candidates: object
@@ -347,8 +409,8 @@ class _Selected:
         """Build one record per row (one small device-to-host copy per field)."""
         fetched = self.fetched
         bounds = self.offsets.tolist()
-        temperature = self.temperature.tolist()
-        shannon = self.shannon.tolist()
+        temperature = _host_list(self.temperature)
+        shannon = _host_list(self.shannon)
         token = self.token.tolist()
         rank = _host_list(self.rank)
         prob = _host_list(self.prob)
