@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 from vllm import SamplingParams
@@ -10,6 +11,7 @@ from vllm import SamplingParams
 from qr_core import SamplingConfig
 from qr_vllm import QRParamsError, RecordSettings, SamplingSettings, resolve_request
 from qr_vllm._batch import plan_for_params
+from qr_vllm._records import show_records
 
 
 def test_defaults_come_from_qr_core() -> None:
@@ -117,3 +119,26 @@ def test_opt_out_and_default_requests() -> None:
     assert changed is not None
     assert changed.config_hash != plan.config_hash
     assert changed.request_id != plan.request_id
+
+
+def test_record_logger_gets_a_handler_when_nothing_would_show_its_records() -> None:
+    # vLLM configures only its own "vllm" logger: an unconfigured record logger
+    # must still print QR_LOG_LEVEL records, or the setting would do nothing.
+    bare = logging.getLogger("qr-vllm-test.unconfigured-records")
+    bare.propagate = False
+    bare.handlers.clear()
+    bare.setLevel(logging.NOTSET)
+    show_records(bare)
+    assert len(bare.handlers) == 1
+    assert bare.isEnabledFor(logging.INFO)
+    show_records(bare)  # idempotent
+    assert len(bare.handlers) == 1
+
+    configured = logging.getLogger("qr-vllm-test.configured-records")
+    configured.propagate = False
+    own = logging.NullHandler()
+    configured.handlers[:] = [own]
+    configured.setLevel(logging.WARNING)
+    show_records(configured)  # a host's logging configuration is left alone
+    assert configured.handlers == [own]
+    assert not configured.isEnabledFor(logging.INFO)

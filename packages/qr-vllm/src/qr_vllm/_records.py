@@ -8,9 +8,9 @@
   ``qr_diagnostic_mode`` on.
 
 :meth:`RecordRouter.wants` tells the step whether any of these would receive
-a step's records, so that a step nobody records (no file, no diagnostic mode,
-and log level ``none`` or the record logger below INFO, as in vLLM's default
-logging) builds none.
+a step's records, so that a step nobody records (no file, no diagnostic mode, and log level ``none``
+or a host logging configuration that keeps the record logger below INFO)
+builds none.
 """
 
 from __future__ import annotations
@@ -22,13 +22,32 @@ from qr_core.records import JsonlFileSink, LogSink, RingBufferSink, TokenSamplin
 from qr_vllm._batch import Slot
 from qr_vllm._settings import RecordSettings
 
-__all__ = ["RecordRouter"]
+__all__ = ["RecordRouter", "show_records"]
 
 logger = logging.getLogger(__name__)
 
 # LogSink's own logger (documented in the README); passed explicitly so that
 # wants() asks the very logger the sinks write to.
 _RECORD_LOGGER = logging.getLogger("qr_core.records._sinks")
+
+
+def show_records(log: logging.Logger) -> None:
+    """Make ``QR_LOG_LEVEL`` records visible where nothing else would print them.
+
+    vLLM configures only its own ``vllm`` logger, so without this the record
+    logger has no handler and sits below INFO: ``summary`` and ``full`` would be
+    accepted and then do nothing. When no handler would see the logger's
+    records (its own or an ancestor's), it gets a stderr handler at INFO; a
+    logging configuration of the host (a root handler, ``logging.config``) is
+    left alone.
+    """
+    if log.hasHandlers():
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s qr-sampler: %(message)s"))
+    log.addHandler(handler)
+    if not log.isEnabledFor(logging.INFO):
+        log.setLevel(logging.INFO)
 
 
 class RecordRouter:
@@ -50,6 +69,7 @@ class RecordRouter:
                 flush_interval_s=settings.record_flush_interval_s,
             )
             logger.info("qr records are written to %s", settings.record_path)
+        show_records(_RECORD_LOGGER)
         self._logs = {
             "summary": LogSink("summary", _RECORD_LOGGER),
             "full": LogSink("full", _RECORD_LOGGER),
