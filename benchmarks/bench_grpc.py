@@ -24,8 +24,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 from typing import get_args
+
+import grpc
 
 from qr_entropy import EntropyConfig, GrpcMode
 from qr_entropy.grpc import QuantumGrpcSource
@@ -86,6 +89,29 @@ def start_server(address: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line[len(READY) :].strip()
 
 
+def grpcio_floor(address: str, repeat: int, warmup: int) -> tuple[float, float]:
+    """p50/p99 of a bare grpcio unary call: no project code on either side.
+
+    An in-process grpcio server whose generic handler returns ``os.urandom(20480)``
+    to a sync unary call with raw bytes over ``address``: what any Python
+    gRPC entropy client pays per fetch on this machine, before its own work.
+    """
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    handler = grpc.unary_unary_rpc_method_handler(lambda _req, _ctx: os.urandom(ONE))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("floor.Floor", {"Get": handler}),)
+    )
+    server.add_insecure_port(address)
+    server.start()
+    try:
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary("/floor.Floor/Get")
+            return timed(functools.partial(call, b"", timeout=10.0), repeat, warmup)
+    finally:
+        server.stop(None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=400, help="timed fetches per cell (400)")
@@ -141,6 +167,12 @@ def main() -> None:
             f"{p50 / base:>7.1f}{cpu:>12.0f}{srv:>12.0f}"
         )
     print("(CPU columns: microseconds of CPU time per fetch, client and server process)")
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = grpcio_floor(f"unix://{Path(tmp) / 'floor.sock'}", args.repeat, args.warmup)
+    print(
+        f"grpcio floor (bare in-process sync unary, unix socket, 20,480 B, no project code): "
+        f"p50 {floor[0]:.0f} us, p99 {floor[1]:.0f} us"
+    )
     bidi_unix = next(r for r in rows if r[:3] == ("bidi_streaming", "unix", ONE))
     best_batch = min(r[3] for r in rows if r[2] == BATCH)
     print(
