@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from qr_entropy.__about__ import __version__
 from qr_entropy._build import build_source
-from qr_entropy._config import EntropyConfig, FallbackMode, GrpcMode
+from qr_entropy._config import QR_SETTINGS_CONFIG, EntropyConfig, FallbackMode, GrpcMode
 from qr_entropy._exceptions import (
     ByteCountError,
     ConfigError,
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTROPY_SOURCES",
     "ENTRY_POINT_GROUP",
+    "QR_SETTINGS_CONFIG",
     "ByteCountError",
     "ConfigError",
     "EntropyConfig",

@@ -7,10 +7,27 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["EntropyConfig", "FallbackMode", "GrpcMode"]
+__all__ = ["QR_SETTINGS_CONFIG", "EntropyConfig", "FallbackMode", "GrpcMode"]
 
 GrpcMode = Literal["unary", "server_streaming", "bidi_streaming"]
 FallbackMode = Literal["error", "system", "mock_uniform"]
+
+
+QR_SETTINGS_CONFIG = SettingsConfigDict(
+    env_prefix="QR_",
+    env_file=".env",
+    env_file_encoding="utf-8",
+    extra="ignore",
+    frozen=True,
+    validate_default=True,
+    allow_inf_nan=False,
+)
+"""How every qr-sampler settings class reads ``QR_*`` variables and ``.env``.
+
+Shared by the settings classes of all packages (qr-vllm's too), so that each
+package declares only its own fields and they all read the environment alike;
+``extra="ignore"`` lets each class skip the ``QR_*`` variables of the others.
+"""
 
 
 class EntropyConfig(BaseSettings):
@@ -22,15 +39,7 @@ class EntropyConfig(BaseSettings):
     packages) are ignored. None of these fields may be overridden per request.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="QR_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        frozen=True,
-        validate_default=True,
-        allow_inf_nan=False,
-    )
+    model_config = QR_SETTINGS_CONFIG
 
     entropy_source_type: str = Field(
         default="system",

@@ -17,9 +17,10 @@ import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 from qr_core import SamplingConfig, build_amplifier, build_temperature_strategy
+from qr_entropy import QR_SETTINGS_CONFIG
 
 __all__ = ["LogLevel", "RecordSettings", "SamplingSettings"]
 
@@ -31,16 +32,6 @@ _CORE = SamplingConfig()
 # rest (log_level, diagnostic_mode, request_tag, enabled) belong to the adapter.
 CORE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SamplingConfig))
 
-_COMMON = SettingsConfigDict(
-    env_prefix="QR_",
-    env_file=".env",
-    env_file_encoding="utf-8",
-    extra="ignore",
-    frozen=True,
-    validate_default=True,
-    allow_inf_nan=False,
-)
-
 
 class SamplingSettings(BaseSettings):
     """How each token is sampled; every field is overridable per request.
@@ -50,7 +41,7 @@ class SamplingSettings(BaseSettings):
     body's ``"vllm_xargs"``) overrides it for one request.
     """
 
-    model_config = _COMMON
+    model_config = QR_SETTINGS_CONFIG
 
     signal_amplifier_type: str = Field(
         default=_CORE.signal_amplifier_type,
@@ -144,7 +135,7 @@ class SamplingSettings(BaseSettings):
 class RecordSettings(BaseSettings):
     """Where per-token records go. Infrastructure: not overridable per request."""
 
-    model_config = _COMMON
+    model_config = QR_SETTINGS_CONFIG
 
     record_path: str = Field(
         default="",
