@@ -43,6 +43,21 @@ def _reset(faulty: Any) -> None:
     faulty.set("ok")
 
 
+def fetch_in_background(source: QuantumGrpcSource) -> tuple[threading.Thread, list[BaseException]]:
+    """Start one ``fetch(N)`` on a thread; its exception, if any, lands in the list."""
+    errors: list[BaseException] = []
+
+    def in_flight() -> None:
+        try:
+            source.fetch(N)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=in_flight)
+    worker.start()
+    return worker, errors
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     ("fault", "message"),
@@ -220,16 +235,7 @@ def test_server_killed_mid_call_and_restarted(
     with QuantumGrpcSource(cfg) as source:
         assert_fresh(source.fetch(N), expected)
         server.set("slow 2")
-        errors: list[BaseException] = []
-
-        def in_flight() -> None:
-            try:
-                source.fetch(N)
-            except BaseException as exc:
-                errors.append(exc)
-
-        worker = threading.Thread(target=in_flight)
-        worker.start()
+        worker, errors = fetch_in_background(source)
         time.sleep(0.3)
         server.kill()
         worker.join(10)
@@ -292,16 +298,7 @@ def test_close_during_a_call_leaves_nothing_behind(
     source = QuantumGrpcSource(make_config(faulty.address, grpc_mode=mode, grpc_retry_count=0))
     source.fetch(N)
     faulty.set("slow 1.5")
-    errors: list[BaseException] = []
-
-    def in_flight() -> None:
-        try:
-            source.fetch(N)
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=in_flight)
-    worker.start()
+    worker, errors = fetch_in_background(source)
     time.sleep(0.3)
     source.close()
     worker.join(5)
