@@ -29,7 +29,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors_params_validator,
 )
 
-from qr_vllm import QRSamplingLogitsProcessor, UnsupportedEngineError, check_engine
+from qr_vllm import QRSamplingLogitsProcessor
 from qr_vllm import _step as step_module
 
 VOCAB = 64
@@ -321,14 +321,3 @@ def test_model_runner_v2_loader_and_interface() -> None:
     proc.apply(logits, ctx([8, 9, 13]))
     assert torch.equal(logits, original)
     proc.close()
-
-
-def test_engine_modes_without_sampling_fail_at_start() -> None:
-    spec = SimpleNamespace(speculative_config=object(), model_config=None)
-    with pytest.raises(UnsupportedEngineError, match="speculative decoding"):
-        check_engine(spec)  # type: ignore[arg-type]
-    pooling = SimpleNamespace(
-        speculative_config=None, model_config=SimpleNamespace(runner_type="pooling")
-    )
-    with pytest.raises(UnsupportedEngineError, match="pooling"):
-        check_engine(pooling)  # type: ignore[arg-type]

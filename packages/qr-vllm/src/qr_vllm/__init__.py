@@ -9,8 +9,9 @@ per-request ``qr_*`` keys (``SamplingParams.extra_args`` offline,
 
 from qr_vllm.__about__ import __version__
 from qr_vllm._config import AdapterConfig, RequestPlan, resolve_request
+from qr_vllm._engine_guard import check_engine
 from qr_vllm._errors import QRParamsError, QRVllmError, UnsupportedEngineError
-from qr_vllm._processor import QRSamplingLogitsProcessor, check_engine
+from qr_vllm._processor import QRSamplingLogitsProcessor
 from qr_vllm._settings import RecordSettings, SamplingSettings
 from qr_vllm._step import StepTimings
 from qr_vllm._tiny_model import TinyModelSpec, build_tiny_model

@@ -42,6 +42,7 @@ from qr_core.records import TokenSamplingRecord
 from qr_entropy import EntropyFetch, build_source
 from qr_vllm._batch import BatchState, Slot, plan_for_params
 from qr_vllm._config import AdapterConfig
+from qr_vllm._engine_guard import check_engine
 from qr_vllm._errors import UnsupportedEngineError
 from qr_vllm._records import RecordRouter
 from qr_vllm._settings import SamplingSettings
@@ -252,25 +253,6 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     def _emit(self, records: Sequence[TokenSamplingRecord], slots: Sequence[Slot]) -> None:
         assert self._router is not None
         self._router.emit(records, slots)
-
-
-def check_engine(vllm_config: VllmConfig) -> None:
-    """Refuse engine modes in which qr sampling cannot run.
-
-    Raises:
-        UnsupportedEngineError: Speculative decoding or a pooling model.
-    """
-    if getattr(vllm_config, "speculative_config", None) is not None:
-        raise UnsupportedEngineError(
-            "qr sampling cannot run with speculative decoding: draft tokens are "
-            "accepted or rejected by vLLM's rejection sampler, which would bypass "
-            "the entropy-selected token; start vLLM without --speculative-config"
-        )
-    model_config = getattr(vllm_config, "model_config", None)
-    if model_config is not None and getattr(model_config, "runner_type", None) == "pooling":
-        raise UnsupportedEngineError(
-            "qr sampling cannot run for pooling models: they produce no tokens to sample"
-        )
 
 
 def _close_quietly(ref: weakref.ReferenceType[QRSamplingLogitsProcessor]) -> None:
