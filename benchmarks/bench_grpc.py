@@ -19,11 +19,13 @@ import argparse
 import functools
 import os
 import platform
+import queue
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import get_args
@@ -67,17 +69,14 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(address: str) -> tuple[subprocess.Popen[str], str]:
+def entropy_server_args(address: str) -> list[str]:
+    return ["-m", "qr_entropy_server", "--address", address, "--max-bytes", str(BATCH)]
+
+
+def start_server(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python ARGS`` and wait for its ready line; return it with its address."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qr_entropy_server",
-            "--address",
-            address,
-            "--max-bytes",
-            str(BATCH),
-        ],
+        [sys.executable, *args],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -89,34 +88,103 @@ def start_server(address: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line[len(READY) :].strip()
 
 
-def grpcio_floor(address: str, repeat: int, warmup: int) -> tuple[float, float]:
-    """p50/p99 of a bare grpcio unary call: no project code on either side.
+def floor_server(kind: str, address: str) -> None:
+    """Child process: a server with no project code, answering os.urandom(20,480) per request.
 
-    An in-process grpcio server whose generic handler returns ``os.urandom(20480)``
-    to a sync unary call with raw bytes over ``address``: what any Python
-    gRPC entropy client pays per fetch on this machine, before its own work.
+    ``grpc``: a bare grpcio server with a unary ``/floor.Floor/Get`` and a
+    bidirectional ``/floor.Floor/Bi`` method on raw bytes. ``raw``: a plain
+    unix socket that answers each 4-byte length with that many bytes.
     """
+    if kind == "grpc":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    handler = grpc.unary_unary_rpc_method_handler(lambda _req, _ctx: os.urandom(ONE))
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("floor.Floor", {"Get": handler}),)
+        def bidi(requests: Iterator[bytes], _ctx: grpc.ServicerContext) -> Iterator[bytes]:
+            for _ in requests:
+                yield os.urandom(ONE)
+
+        handlers = {
+            "Get": grpc.unary_unary_rpc_method_handler(lambda _req, _ctx: os.urandom(ONE)),
+            "Bi": grpc.stream_stream_rpc_method_handler(bidi),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("floor.Floor", handlers),)
+        )
+        server.add_insecure_port(address)
+        server.start()
+        print(READY + address, flush=True)
+        server.wait_for_termination()
+        return
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(address)
+        listener.listen(1)
+        print(READY + address, flush=True)
+        conn, _ = listener.accept()
+        with conn:
+            while header := conn.recv(4):
+                conn.sendall(os.urandom(int.from_bytes(header, "little")))
+
+
+def floors(tmp: Path, repeat: int, warmup: int) -> dict[str, tuple[float, float]]:
+    """p50/p99 of 20,480-byte round trips with no project code on either side.
+
+    What any Python client pays per fetch on this machine before its own work:
+    a bare grpcio unary call and a bare grpcio bidirectional exchange (sync
+    API) against a bare grpcio server in another process, and a plain unix
+    socket round trip to a process that answers with os.urandom.
+    """
+    results: dict[str, tuple[float, float]] = {}
+    grpc_proc, address = start_server(
+        [__file__, "--floor-server", "grpc", f"unix://{tmp / 'floor.sock'}"]
     )
-    server.add_insecure_port(address)
-    server.start()
     try:
         with grpc.insecure_channel(address) as channel:
-            call = channel.unary_unary("/floor.Floor/Get")
-            return timed(functools.partial(call, b"", timeout=10.0), repeat, warmup)
+            unary = channel.unary_unary("/floor.Floor/Get")
+            results["bare grpcio unary"] = timed(
+                functools.partial(unary, b"", timeout=10.0), repeat, warmup
+            )
+            requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+            responses = channel.stream_stream("/floor.Floor/Bi")(iter(requests.get, None))
+
+            def exchange() -> bytes:
+                requests.put(b"")
+                return next(responses)
+
+            results["bare grpcio bidi"] = timed(exchange, repeat, warmup)
+            requests.put(None)
     finally:
-        server.stop(None)
+        grpc_proc.terminate()
+        grpc_proc.wait(10)
+    raw_proc, path = start_server([__file__, "--floor-server", "raw", str(tmp / "raw.sock")])
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(path)
+            buffer = bytearray(ONE)
+            view = memoryview(buffer)
+
+            def round_trip() -> None:
+                conn.sendall(ONE.to_bytes(4, "little"))
+                got = 0
+                while got < ONE:
+                    got += conn.recv_into(view[got:])
+
+            results["plain unix socket"] = timed(round_trip, repeat, warmup)
+    finally:
+        raw_proc.terminate()
+        raw_proc.wait(10)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=400, help="timed fetches per cell (400)")
     parser.add_argument("--warmup", type=int, default=50, help="untimed fetches first (50)")
+    parser.add_argument(
+        "--floor-server", nargs=2, metavar=("KIND", "ADDRESS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.floor_server:
+        floor_server(*args.floor_server)
+        return
     batch_repeat = max(20, args.repeat // 8)
 
     print(
@@ -129,7 +197,10 @@ def main() -> None:
     }
     rows: list[tuple[str, str, int, float, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        servers = [start_server("127.0.0.1:0"), start_server(f"unix://{Path(tmp) / 'q.sock'}")]
+        servers = [
+            start_server(entropy_server_args("127.0.0.1:0")),
+            start_server(entropy_server_args(f"unix://{Path(tmp) / 'q.sock'}")),
+        ]
         try:
             for (proc, address), transport in zip(servers, ("tcp", "unix"), strict=True):
                 for mode in MODES:
@@ -167,12 +238,10 @@ def main() -> None:
             f"{p50 / base:>7.1f}{cpu:>12.0f}{srv:>12.0f}"
         )
     print("(CPU columns: microseconds of CPU time per fetch, client and server process)")
+    print("\nfloors: 20,480 B per round trip over a unix socket, no project code:")
     with tempfile.TemporaryDirectory() as tmp:
-        floor = grpcio_floor(f"unix://{Path(tmp) / 'floor.sock'}", args.repeat, args.warmup)
-    print(
-        f"grpcio floor (bare in-process sync unary, unix socket, 20,480 B, no project code): "
-        f"p50 {floor[0]:.0f} us, p99 {floor[1]:.0f} us"
-    )
+        for label, (p50, p99) in floors(Path(tmp), args.repeat, args.warmup).items():
+            print(f"  {label:<20} p50 {p50:>6.0f} us  p99 {p99:>6.0f} us")
     bidi_unix = next(r for r in rows if r[:3] == ("bidi_streaming", "unix", ONE))
     best_batch = min(r[3] for r in rows if r[2] == BATCH)
     print(
