@@ -1,9 +1,10 @@
 """Tensor parallelism: two real ``torch.distributed`` ranks (gloo, CPU), one fetch per step.
 
-vLLM 0.32's CPU build cannot run a 2-rank tensor-parallel engine here in
-reasonable time, so the mechanism the processor uses under TP (the source
-rank selects and broadcasts token ids, the others force them) is run on a
-real two-process group instead.
+The mechanism the processor uses under TP (the source rank selects and
+broadcasts token ids, the others force them), run on a real two-process
+group without an engine, including a failing source rank. The same mechanism
+inside a real 2-rank vLLM CPU engine is tested in
+``tests-integration/vllm/test_tensor_parallel_engine.py``.
 """
 
 from __future__ import annotations
