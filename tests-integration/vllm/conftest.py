@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +25,22 @@ from qr_vllm import build_tiny_model
 def tiny_model() -> Path:
     """The tiny random-weight Llama (vocabulary 1,024), built once and cached."""
     return build_tiny_model()
+
+
+ServeCommand = Callable[..., list[str]]
+
+
+@pytest.fixture(scope="session")
+def serve_command(tiny_model: Path) -> ServeCommand:
+    """``vllm serve`` of the tiny model on 127.0.0.1 (eager), followed by extra arguments."""
+    vllm_cmd = shutil.which("vllm", path=str(Path(sys.executable).parent))
+    assert vllm_cmd is not None, "the `vllm` command must be installed next to python"
+
+    def command(*extra: str) -> list[str]:
+        base = [vllm_cmd, "serve", str(tiny_model), "--host", "127.0.0.1", "--enforce-eager"]
+        return [*base, *extra]
+
+    return command
 
 
 def _by_tag(records: Iterable[TokenSamplingRecord]) -> dict[str | None, list[TokenSamplingRecord]]:

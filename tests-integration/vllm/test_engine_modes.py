@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ NGRAM = {
     "prompt_lookup_max": 3,
 }
 SPECULATIVE = {"speculative_config": NGRAM}
+SPEC_JSON = json.dumps(NGRAM)
 POOLING = {"runner": "pooling", "convert": "embed"}
 
 
@@ -109,33 +108,19 @@ def test_pooling_engine_with_qr_disabled_embeds(
 
 
 def test_vllm_serve_with_speculative_decoding_fails_at_start(
-    tiny_model: Path, tmp_path: Path
+    serve_command: Callable[..., list[str]], tmp_path: Path
 ) -> None:
-    vllm_cmd = shutil.which("vllm", path=str(Path(sys.executable).parent))
-    assert vllm_cmd is not None, "the `vllm` command must be installed next to python"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QR_")}
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     result = subprocess.run(
-        [
-            vllm_cmd,
-            "serve",
-            str(tiny_model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--enforce-eager",
-            "--max-model-len",
-            "256",
-            "--speculative-config",
-            json.dumps(NGRAM),
-        ],
+        serve_command("--port", "0", "--max-model-len", "256", "--speculative-config", SPEC_JSON),
         env=env,
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
     )
+    output = result.stderr + result.stdout
     assert result.returncode != 0
-    assert "UnsupportedEngineError" in result.stderr + result.stdout
-    assert "qr sampling cannot run with speculative decoding" in result.stderr + result.stdout
+    assert "UnsupportedEngineError" in output
+    assert "qr sampling cannot run with speculative decoding" in output

@@ -90,7 +90,11 @@ def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers(
+    tiny_model: Path,
+    serve_command: Callable[..., list[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Servers]:
     workdir = tmp_path_factory.mktemp("serve")
     # Unix socket paths are limited to about 100 bytes: keep it short.
     sock_dir = Path(tempfile.mkdtemp(prefix="qrs"))
@@ -100,8 +104,6 @@ def servers(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         stdout=(workdir / "entropy.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
-    vllm_cmd = shutil.which("vllm", path=str(Path(sys.executable).parent))
-    assert vllm_cmd is not None, "the `vllm` command must be installed next to python"
     port = _free_port()
     records = workdir / "records.jsonl"
     env = {
@@ -117,20 +119,7 @@ def servers(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     }
     log = workdir / "vllm.log"
     server = subprocess.Popen(
-        [
-            vllm_cmd,
-            "serve",
-            str(tiny_model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--enforce-eager",
-            "--max-model-len",
-            "512",
-            "--seed",
-            "0",
-        ],
+        serve_command("--port", str(port), "--max-model-len", "512", "--seed", "0"),
         env=env,
         cwd=workdir,
         stdout=log.open("wb"),
