@@ -10,11 +10,17 @@ from importlib.metadata import entry_points
 from types import SimpleNamespace
 
 import pytest
+import torch
 from vllm import SamplingParams
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.engine.input_processor import InputProcessor
 
-from qr_vllm import QRParamsError, UnsupportedEngineError, check_engine
+from qr_vllm import (
+    QRParamsError,
+    QRSamplingLogitsProcessor,
+    UnsupportedEngineError,
+    check_engine,
+)
 from qr_vllm._engine_guard import guard_validator, install
 
 SPECULATIVE = SimpleNamespace(speculative_config=object(), model_config=None)
@@ -95,3 +101,18 @@ def test_plugin_entry_point_wraps_the_front_end_once(monkeypatch: pytest.MonkeyP
     front_end.vllm_config.speculative_config = object()
     with pytest.raises(UnsupportedEngineError, match="speculative decoding"):
         wrapped(front_end)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config", [SPECULATIVE, POOLING], ids=["speculative", "pooling"])
+def test_processor_built_in_an_unsupported_mode(
+    config: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Model Runner V2 builds entry-point processors even under speculative decoding.
+    engine = SimpleNamespace(
+        **vars(config), parallel_config=SimpleNamespace(tensor_parallel_size=1)
+    )
+    with pytest.raises(UnsupportedEngineError):
+        QRSamplingLogitsProcessor(engine, torch.device("cpu"), False)  # type: ignore[arg-type]
+    monkeypatch.setenv("QR_ENABLED", "false")
+    processor = QRSamplingLogitsProcessor(engine, torch.device("cpu"), False)  # type: ignore[arg-type]
+    processor.close()

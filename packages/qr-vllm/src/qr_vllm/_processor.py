@@ -79,7 +79,8 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
                 ``(req_states,)`` from Model Runner V2.
 
         Raises:
-            UnsupportedEngineError: Speculative decoding or a pooling model.
+            UnsupportedEngineError: Speculative decoding or a pooling model
+                while ``QR_ENABLED`` is true.
             TypeError: The arguments match neither runner.
         """
         self._req_states: LogitsProcRequestState | None = None
@@ -94,8 +95,11 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
                 "(device, is_pin_memory) for the V1 runner or (req_states,) for "
                 f"Model Runner V2, got {tuple(type(a).__name__ for a in args)}"
             )
-        check_engine(vllm_config)
         self.config = AdapterConfig.from_env()
+        if self.config.sampling.enabled:
+            # With QR_ENABLED=false every request is vLLM's own unless it opts
+            # in, which the front end's engine guard refuses in such modes.
+            check_engine(vllm_config)
         with QRSamplingLogitsProcessor._lock:
             QRSamplingLogitsProcessor._base = self.config.sampling
         self._state = BatchState(self.config.sampling)
