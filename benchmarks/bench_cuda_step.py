@@ -11,7 +11,7 @@ same entropy bytes, and reports:
   trace), next to the size of the logits: the step must not copy the logits
   to the host;
 * the step time split into temperature, fetch, amplification, selection and
-  forcing, for both devices.
+  forcing, for both devices, and the step's costliest CUDA operations.
 
 No vLLM is needed: where vLLM is not installed (a bare GPU host), the
 ``qr_vllm`` package's step modules are loaded without its ``__init__`` (which
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+WARMUP_STEPS = 3  # left out of the timings (CUDA context, kernel loading, caches)
 
 
 def _load_qr_vllm_without_vllm() -> None:
@@ -86,12 +87,15 @@ def make_slots(rows: int) -> list[Slot]:
     return slots
 
 
-def device_to_host_bytes(fn: Any) -> int:
-    """Bytes the CUDA profiler saw copied device -> host while ``fn`` ran."""
+def profile_step(fn: Any) -> int:
+    """Print the step's costliest CUDA operations; return the bytes copied device -> host."""
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
         fn()
         torch.cuda.synchronize()
+    print(
+        prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=40)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(trace))
@@ -125,6 +129,9 @@ def main() -> None:
     step_ms: dict[str, list[float]] = {"cuda": [], "cpu": []}
     generator = torch.Generator(device=cuda)
     for step in range(args.steps):
+        if step == WARMUP_STEPS:
+            for sampler in samplers.values():
+                sampler.reset_timings()
         generator.manual_seed(step)
         logits = torch.randn(args.rows, args.vocab, device=cuda, generator=generator) * 3
         host = logits.cpu()
@@ -143,14 +150,14 @@ def main() -> None:
 
     logits = torch.randn(args.rows, args.vocab, device=cuda) * 3
     entropy.step = 0
-    copied = device_to_host_bytes(lambda: samplers["cuda"].sample(logits, rows, slots["cuda"]))
+    copied = profile_step(lambda: samplers["cuda"].sample(logits, rows, slots["cuda"]))
     size = logits.numel() * logits.element_size()
     print(f"device -> host bytes in one CUDA step: {copied:,} (logits are {size:,} bytes)")
 
     for dev, sampler in samplers.items():
         t = sampler.timings()
         per = 1e3 / t.steps
-        times = sorted(step_ms[dev][2:])
+        times = sorted(step_ms[dev][WARMUP_STEPS:])
         print(
             f"{dev:>4}: step p50 {times[len(times) // 2]:.2f} ms | mean per step: "
             f"temperature {t.temperature_s * per:.2f}, fetch {t.fetch_s * per:.2f}, "
