@@ -91,7 +91,9 @@ def test_speculative_engine_with_qr_disabled_refuses_qr_requests(
         )
     # The engine keeps serving requests that use vLLM's own sampling.
     (out,) = llm.generate(
-        ["one two one two"], SamplingParams(max_tokens=4, temperature=0.8), use_tqdm=False
+        ["one two one two"],
+        SamplingParams(max_tokens=4, temperature=0.8, ignore_eos=True),
+        use_tqdm=False,
     )
     assert len(out.outputs[0].token_ids) == 4
 

@@ -3,6 +3,8 @@
 One engine for the whole module. Its processor comes from the installed
 entry point (no ``logits_processors`` argument) and its records are read
 from the processor's diagnostic buffer and from the JSON Lines record file.
+Requests set ``ignore_eos``: with physical entropy the tiny model can sample
+its end-of-sequence token at any step, and the tests count tokens.
 """
 
 from __future__ import annotations
@@ -80,14 +82,22 @@ def test_batch_with_per_request_overrides(
 ) -> None:
     start = _fresh(processor)
     requests = [
-        (PROMPT_A, SamplingParams(max_tokens=10, extra_args={"qr_request_tag": "default"})),
         (
             PROMPT_A,
-            SamplingParams(max_tokens=10, extra_args={"qr_request_tag": "k1", "qr_top_k": 1}),
+            SamplingParams(
+                ignore_eos=True, max_tokens=10, extra_args={"qr_request_tag": "default"}
+            ),
+        ),
+        (
+            PROMPT_A,
+            SamplingParams(
+                ignore_eos=True, max_tokens=10, extra_args={"qr_request_tag": "k1", "qr_top_k": 1}
+            ),
         ),
         (
             PROMPT_B,
             SamplingParams(
+                ignore_eos=True,
                 max_tokens=8,
                 extra_args={
                     "qr_request_tag": "edt",
@@ -97,8 +107,11 @@ def test_batch_with_per_request_overrides(
                 },
             ),
         ),
-        (PROMPT_B, SamplingParams(max_tokens=6, seed=3, extra_args={"qr_enabled": False})),
-        (PROMPT_A, SamplingParams(max_tokens=10, temperature=0.0)),
+        (
+            PROMPT_B,
+            SamplingParams(ignore_eos=True, max_tokens=6, seed=3, extra_args={"qr_enabled": False}),
+        ),
+        (PROMPT_A, SamplingParams(ignore_eos=True, max_tokens=10, temperature=0.0)),
     ]
     outputs = llm.generate([p for p, _ in requests], [s for _, s in requests], use_tqdm=False)
     tokens = [list(o.outputs[0].token_ids) for o in outputs]
@@ -140,13 +153,16 @@ def test_requests_joining_and_leaving_keep_their_settings(
     engine.add_request(
         "A",
         prompt_a,
-        SamplingParams(max_tokens=14, extra_args={"qr_request_tag": "A", "qr_top_k": 1}),
+        SamplingParams(
+            ignore_eos=True, max_tokens=14, extra_args={"qr_request_tag": "A", "qr_top_k": 1}
+        ),
     )
     step(3)
     engine.add_request(
         "B",
         prompt_b,
         SamplingParams(
+            ignore_eos=True,
             max_tokens=4,
             extra_args={
                 "qr_request_tag": "B",
@@ -162,11 +178,15 @@ def test_requests_joining_and_leaving_keep_their_settings(
         "C",
         prompt_b,
         SamplingParams(
-            max_tokens=6, extra_args={"qr_request_tag": "C", "qr_temperature_strategy": "edt"}
+            ignore_eos=True,
+            max_tokens=6,
+            extra_args={"qr_request_tag": "C", "qr_temperature_strategy": "edt"},
         ),
     )
     engine.add_request(
-        "D", prompt_a, SamplingParams(max_tokens=5, seed=1, extra_args={"qr_enabled": 0})
+        "D",
+        prompt_a,
+        SamplingParams(ignore_eos=True, max_tokens=5, seed=1, extra_args={"qr_enabled": 0}),
     )
     while engine.has_unfinished_requests():
         step(1)
@@ -197,7 +217,7 @@ def test_requests_joining_and_leaving_keep_their_settings(
     assert max(steps["B"]) < max(steps["A"])
     assert max(steps["C"]) < max(steps["A"])
     greedy = llm.generate(
-        [PROMPT_A], SamplingParams(max_tokens=14, temperature=0.0), use_tqdm=False
+        [PROMPT_A], SamplingParams(ignore_eos=True, max_tokens=14, temperature=0.0), use_tqdm=False
     )
     assert finished["A"] == list(greedy[0].outputs[0].token_ids)
 
@@ -207,7 +227,7 @@ def test_record_file_matches_the_run(
 ) -> None:
     llm.generate(
         [PROMPT_B],
-        SamplingParams(max_tokens=5, extra_args={"qr_request_tag": "file"}),
+        SamplingParams(ignore_eos=True, max_tokens=5, extra_args={"qr_request_tag": "file"}),
         use_tqdm=False,
     )
     kept = processor.diagnostic_records()

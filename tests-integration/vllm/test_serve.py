@@ -286,6 +286,7 @@ def test_server_keeps_serving_on_fallback_after_the_entropy_server_died(servers:
             "model": servers.model,
             "prompt": "Hello",
             "max_tokens": 4,
+            "ignore_eos": True,
             "return_token_ids": True,
             "vllm_xargs": {"qr_request_tag": "after-kill"},
         },

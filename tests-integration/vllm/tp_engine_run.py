@@ -28,7 +28,10 @@ def main() -> int:
         max_model_len=256,
         seed=0,
     )
-    params = [SamplingParams(max_tokens=8, extra_args={"qr_request_tag": tag}) for tag in TAGS]
+    params = [
+        SamplingParams(max_tokens=8, ignore_eos=True, extra_args={"qr_request_tag": tag})
+        for tag in TAGS
+    ]
     outputs = llm.generate(["Hello there", "Once upon"], params, use_tqdm=False)
     returned = {tag: list(out.outputs[0].token_ids) for tag, out in zip(TAGS, outputs, strict=True)}
     print(RESULT_PREFIX + json.dumps(returned), flush=True)

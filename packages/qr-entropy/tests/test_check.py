@@ -22,17 +22,25 @@ FETCHES = 200
 @pytest.mark.parametrize("source", ["system", "timing_noise", "sham"])
 def test_sources_pass_the_check_at_alpha_0_001(source: str) -> None:
     # n = 200 fetches x 2048 bytes = 409,600 bytes (3,276,800 bits, 200 amplified u) per
-    # source. These sources cannot be seeded: each of the three tests falsely fails with
-    # probability 0.001, so this test fails spuriously with probability <= 0.003.
+    # sample. These sources cannot be seeded: one sample's three tests falsely fail with
+    # probability <= 0.003. A failed sample is replicated once with fresh bytes and the
+    # test fails only if the replicate fails too: spurious failure <= 0.003^2 = 9e-6 per
+    # source, while a real defect (bias, stuck bytes) fails both samples.
     config = EntropyConfig(sham_latency_ms=0.2)
-    report = run_check(
-        config, source_name=source, bytes_per_fetch=BYTES, fetches=FETCHES, alpha=ALPHA
-    )
-    assert report.source == source
-    assert report.total_bytes == 409_600
-    assert [t.name for t in report.tests] == ["byte_chi_square", "bit_bias_z", "ks_amplified_u"]
-    assert [t.n for t in report.tests] == [409_600, 3_276_800, 200]
-    assert report.passed, [(t.name, t.p_value) for t in report.tests]
+    reports = []
+    for _ in range(2):
+        report = run_check(
+            config, source_name=source, bytes_per_fetch=BYTES, fetches=FETCHES, alpha=ALPHA
+        )
+        assert report.source == source
+        assert report.total_bytes == 409_600
+        names = [t.name for t in report.tests]
+        assert names == ["byte_chi_square", "bit_bias_z", "ks_amplified_u"]
+        assert [t.n for t in report.tests] == [409_600, 3_276_800, 200]
+        reports.append(report)
+        if report.passed:
+            break
+    assert reports[-1].passed, [[(t.name, t.p_value) for t in r.tests] for r in reports]
 
 
 def test_seeded_unbiased_mock_passes_and_biased_mock_fails() -> None:
