@@ -32,7 +32,7 @@ def records(draw: st.DrawFn) -> TokenSamplingRecord:
         token_index=draw(_int),
         logits_ready_ns=draw(_int),
         entropy_requested_ns=draw(_int),
-        entropy_generated_ns=draw(_int),
+        entropy_generated_ns=draw(st.none() | _int),
         entropy_received_ns=draw(_int),
         entropy_source=draw(_text),
         device_id=draw(_text),
@@ -56,6 +56,11 @@ def records(draw: st.DrawFn) -> TokenSamplingRecord:
         top_k=draw(_int),
         top_p=draw(_float),
         config_hash=draw(_text),
+        arm=draw(st.none() | _text),
+        calibration_sha256=draw(st.none() | _text),
+        u_transform=draw(st.sampled_from(["randomized_pit", "phi"])),
+        writer_id=draw(st.none() | _text),
+        discarded=draw(st.booleans()),
     )
 
 
@@ -72,7 +77,7 @@ def _record() -> TokenSamplingRecord:
 def test_to_json_dict_has_every_field_in_order_with_version() -> None:
     d = _record().to_json_dict()
     assert list(d) == [f.name for f in dataclasses.fields(TokenSamplingRecord)]
-    assert d["schema_version"] == SCHEMA_VERSION == 1
+    assert d["schema_version"] == SCHEMA_VERSION == 2
 
 
 def test_record_is_frozen() -> None:
@@ -88,11 +93,41 @@ def test_unknown_and_missing_keys_are_named() -> None:
         TokenSamplingRecord.from_json_dict(d)
 
 
-@pytest.mark.parametrize("version", [0, 2, "1", True])
+@pytest.mark.parametrize("version", [0, 3, "1", "2", True, 2.0])
 def test_other_schema_versions_are_refused(version: object) -> None:
     d = _record().to_json_dict()
     d["schema_version"] = version
     with pytest.raises(RecordError, match="schema_version"):
+        TokenSamplingRecord.from_json_dict(d)
+
+
+_V2_FIELDS = ("arm", "calibration_sha256", "u_transform", "writer_id", "discarded")
+
+
+def test_version_1_records_still_read_with_their_meaning() -> None:
+    d = _record().to_json_dict()
+    for name in _V2_FIELDS:
+        del d[name]
+    d["schema_version"] = 1
+    record = TokenSamplingRecord.from_json_dict(d)
+    assert record.schema_version == 1
+    assert (record.arm, record.calibration_sha256, record.writer_id) == (None, None, None)
+    assert record.u_transform == "phi"
+    assert record.discarded is False
+    assert record.z_score == d["z_score"]
+
+
+def test_version_1_records_may_not_carry_version_2_fields() -> None:
+    d = _record().to_json_dict()
+    d["schema_version"] = 1
+    with pytest.raises(RecordError, match=r"schema version 1: unknown=\['arm'"):
+        TokenSamplingRecord.from_json_dict(d)
+
+
+def test_version_2_records_need_every_field() -> None:
+    d = _record().to_json_dict()
+    del d["writer_id"]
+    with pytest.raises(RecordError, match=r"missing=\['writer_id'\]"):
         TokenSamplingRecord.from_json_dict(d)
 
 

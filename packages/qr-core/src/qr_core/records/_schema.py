@@ -11,10 +11,18 @@ from typing import Final
 
 from qr_core.records._errors import RecordError
 
-__all__ = ["SCHEMA_VERSION", "TokenSamplingRecord", "config_hash"]
+__all__ = ["READABLE_SCHEMA_VERSIONS", "SCHEMA_VERSION", "TokenSamplingRecord", "config_hash"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Version of the :class:`TokenSamplingRecord` layout; bumped on any field change."""
+
+READABLE_SCHEMA_VERSIONS: Final = (1, 2)
+"""Layouts :meth:`TokenSamplingRecord.from_json_dict` still reads.
+
+Version 1 lacks the fields added in version 2 (``arm`` through ``discarded``); a
+version-1 record reads with their version-1 meaning: no arm, no calibration,
+``u_transform="phi"`` (u was ``Phi(z)``), no writer id, not discarded.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +43,9 @@ class TokenSamplingRecord:
     """When the logits for this token existed."""
     entropy_requested_ns: int
     """When entropy for this token was requested (after ``logits_ready_ns``)."""
-    entropy_generated_ns: int
-    """When the entropy server says it generated the bytes."""
+    entropy_generated_ns: int | None
+    """When the entropy server says it generated the bytes; ``None`` when the
+    server's response layout carries no generation time (never invented)."""
     entropy_received_ns: int
     """When the bytes arrived."""
     entropy_source: str
@@ -83,6 +92,21 @@ class TokenSamplingRecord:
     """Top-p in effect (``1.0`` = disabled)."""
     config_hash: str
     """:func:`config_hash` of the effective sampling configuration."""
+    arm: str | None = None
+    """Name of the experiment arm (named source instance, ``qr_entropy_source``) that
+    was asked for this token's entropy; ``None`` when the engine has a single source."""
+    calibration_sha256: str | None = None
+    """SHA-256 of the device calibration the amplifier standardised against
+    (``QR_CALIBRATION_PATH``); ``None`` when uncalibrated."""
+    u_transform: str = "randomized_pit"
+    """How ``u`` was made from the statistic: ``"randomized_pit"`` (exactly uniform
+    under the null) or ``"phi"`` (``Phi(z)``, on a lattice; version-1 records)."""
+    writer_id: str | None = None
+    """Stable id of the process that wrote the record (host, pid, DP rank, engine
+    index); ``None`` in version-1 records."""
+    discarded: bool = False
+    """True when vLLM did not emit this token (a partial-prefill or recomputed row):
+    its entropy is accounted for, but it is no output token and no statistic uses it."""
     schema_version: int = SCHEMA_VERSION
     """Layout version; :data:`SCHEMA_VERSION` for records made by this code."""
 
@@ -100,25 +124,33 @@ class TokenSamplingRecord:
         Returns:
             The record.
 
+        Version-1 records (see :data:`READABLE_SCHEMA_VERSIONS`) are read too; the
+        fields they lack take their version-1 meaning and ``schema_version`` stays 1.
+
         Raises:
-            RecordError: A key is unknown or missing, ``schema_version`` is not
-                :data:`SCHEMA_VERSION`, or a value has the wrong type.
+            RecordError: A key is unknown or missing, ``schema_version`` is not one
+                of :data:`READABLE_SCHEMA_VERSIONS`, or a value has the wrong type.
         """
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if version not in READABLE_SCHEMA_VERSIONS or type(version) is not int:
+            raise RecordError(
+                f"schema_version={version!r} is not supported; expected one of "
+                f"{list(READABLE_SCHEMA_VERSIONS)}"
+            )
+        expected = _V1_FIELD_SET if version == 1 else _FIELD_SET
         keys = set(d)
-        unknown = sorted(keys - _FIELD_SET)
-        missing = sorted(_FIELD_SET - keys)
+        unknown = sorted(keys - expected)
+        missing = sorted(expected - keys)
         if unknown or missing:
             raise RecordError(
-                f"record keys do not match schema version {SCHEMA_VERSION}: "
+                f"record keys do not match schema version {version}: "
                 f"unknown={unknown}, missing={missing}"
-            )
-        version = d["schema_version"]
-        if version != SCHEMA_VERSION or isinstance(version, bool):
-            raise RecordError(
-                f"schema_version={version!r} is not supported; expected {SCHEMA_VERSION}"
             )
         values: dict[str, object] = {}
         for name, (kind, optional) in _FIELD_TYPES.items():
+            if name not in expected:
+                values[name] = _V1_DEFAULTS[name]
+                continue
             value = d[name]
             if value is None and optional:
                 values[name] = None
@@ -149,6 +181,14 @@ def _field_types() -> dict[str, tuple[type, bool]]:
 _FIELD_TYPES: Final = _field_types()
 _FIELD_NAMES: Final = tuple(_FIELD_TYPES)
 _FIELD_SET: Final = frozenset(_FIELD_NAMES)
+_V1_DEFAULTS: Final[dict[str, object]] = {
+    "arm": None,
+    "calibration_sha256": None,
+    "u_transform": "phi",
+    "writer_id": None,
+    "discarded": False,
+}
+_V1_FIELD_SET: Final = _FIELD_SET - _V1_DEFAULTS.keys()
 
 
 def config_hash(settings: Mapping[str, object]) -> str:
