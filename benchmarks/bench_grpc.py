@@ -32,8 +32,9 @@ from typing import get_args
 
 import grpc
 
-from qr_entropy import EntropyConfig, GrpcMode
-from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy import EntropyConfig, EntropyFetch, GrpcMode
+from qr_entropy.grpc import CircuitBreaker, QuantumGrpcSource
+from qr_entropy.grpc._wire import decode_response
 
 MODES: tuple[GrpcMode, ...] = get_args(GrpcMode)
 ONE = 20_480
@@ -174,6 +175,73 @@ def floors(tmp: Path, repeat: int, warmup: int) -> dict[str, tuple[float, float]
     return results
 
 
+def breakdown(address: str, repeat: int, warmup: int) -> dict[str, tuple[float, float]]:
+    """Where a bidi fetch of 20,480 bytes spends its time (p50/p99 of each part, us).
+
+    Each part is timed on its own, ``repeat`` times: the whole fetch; the hand-off
+    of a coroutine that does nothing from the caller's thread to the client's
+    event-loop thread and back; the exchange itself (write, read, decode and
+    checks) timed inside the event loop, with no hand-off; decoding alone; the
+    breaker's bookkeeping (admit and record a success); building the fetch's
+    provenance record.
+    """
+    config = EntropyConfig(grpc_server_address=address, grpc_mode="bidi_streaming")
+    parts: dict[str, tuple[float, float]] = {}
+    with QuantumGrpcSource(config) as source:
+        parts["whole fetch (caller's view)"] = timed(
+            functools.partial(source.fetch, ONE), repeat, warmup
+        )
+        loop, transport = source._started()
+
+        async def noop() -> None:
+            return None
+
+        parts["hand-off to the loop thread and back"] = timed(
+            lambda: loop.run(noop()), repeat, warmup
+        )
+
+        async def exchanges() -> list[float]:
+            samples = []
+            for i in range(repeat + warmup):
+                start = time.perf_counter()
+                await transport.request(ONE, 10_000_000 + i, 10.0)
+                samples.append(time.perf_counter() - start)
+            return samples[warmup:]
+
+        parts["exchange on the loop (write, read, decode, checks)"] = percentiles(
+            loop.run(exchanges())
+        )
+        payload = encode_response_for_breakdown(ONE)
+        parts["decode 20,480-byte response"] = timed(
+            functools.partial(decode_response, payload), repeat, warmup
+        )
+        breaker = CircuitBreaker(ceiling_ms=5000.0)
+
+        def bookkeeping() -> None:
+            breaker.record_success(breaker.acquire(ONE), 0.001)
+
+        parts["breaker admit + record"] = timed(bookkeeping, repeat, warmup)
+        data = os.urandom(ONE)
+
+        def provenance() -> EntropyFetch:
+            requested = time.time_ns()
+            return EntropyFetch(data, "quantum_grpc", "d", 1, requested, None, time.time_ns())
+
+        parts["provenance record (EntropyFetch)"] = timed(provenance, repeat, warmup)
+    return parts
+
+
+def encode_response_for_breakdown(n: int) -> bytes:
+    """A ``qr_entropy`` response of ``n`` bytes, encoded by hand (tag, length, data)."""
+    length = bytearray()
+    value = n
+    while value > 0x7F:
+        length.append((value & 0x7F) | 0x80)
+        value >>= 7
+    length.append(value)
+    return b"\x0a" + bytes(length) + os.urandom(n) + b"\x10\x01"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=400, help="timed fetches per cell (400)")
@@ -181,7 +249,29 @@ def main() -> None:
     parser.add_argument(
         "--floor-server", nargs=2, metavar=("KIND", "ADDRESS"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only time the parts of a bidi fetch over a unix socket",
+    )
     args = parser.parse_args()
+    if args.breakdown:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, address = start_server(entropy_server_args(f"unix://{Path(tmp) / 'q.sock'}"))
+            try:
+                parts = breakdown(address, args.repeat, args.warmup)
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            floor = floors(Path(tmp), args.repeat, args.warmup)["bare grpcio bidi"]
+        print(f"load average {os.getloadavg()[0]:.2f}; bidi, unix socket, 20,480 bytes")
+        for label, (p50, p99) in parts.items():
+            print(f"  {label:<52} p50 {p50:>7.1f} us  p99 {p99:>7.1f} us")
+        print(
+            f"  {'bare grpcio bidi floor (sync API)':<52} p50 {floor[0]:>7.1f} us  "
+            f"p99 {floor[1]:>7.1f} us"
+        )
+        return
     if args.floor_server:
         floor_server(*args.floor_server)
         return

@@ -236,15 +236,22 @@ def test_template_documents_every_setting_with_its_default(
         default = setting.settings_class.model_fields[setting.field].default
         if isinstance(default, SecretStr):
             default = default.get_secret_value()
-        if line.value == "":
-            if default not in (None, ""):
-                wrong.append(f"{line.key}: documented empty, default {default!r}")
-            continue
+        # Every commented line must validate when uncommented exactly as shown.
         clean_qr_env.setenv(line.key, line.value)
-        parsed = getattr(setting.settings_class(_env_file=None), setting.field)
-        clean_qr_env.delenv(line.key)
+        try:
+            parsed = getattr(setting.settings_class(_env_file=None), setting.field)
+        except ValidationError as exc:
+            wrong.append(f"{line.key}={line.value}: rejected when uncommented: {exc}")
+            continue
+        finally:
+            clean_qr_env.delenv(line.key)
         if isinstance(parsed, SecretStr):
             parsed = parsed.get_secret_value()
+        if default is None:
+            # No value means "unset"; the line shows an example that validates.
+            if line.value == "":
+                wrong.append(f"{line.key}: unset by default; show a valid example value")
+            continue
         same = (
             math.isclose(parsed, default, rel_tol=1e-12, abs_tol=0.0)
             if isinstance(default, float) and isinstance(parsed, float)

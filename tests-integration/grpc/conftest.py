@@ -202,3 +202,58 @@ def make_config() -> Callable[..., EntropyConfig]:
 def expected() -> Callable[[int, int], bytes]:
     """``expected(sequence_id, n)``: the fault server's bytes for that request."""
     return payload
+
+
+QRNG_PROTO = """\
+syntax = "proto3";
+package qrng;
+
+message RandomRequest { uint32 num_bytes = 1; }
+message RandomResponse {
+  bytes data = 1;
+  uint64 timestamp = 2;  // epoch microseconds
+  string device_id = 3;
+}
+
+service QuantumRNG {
+  rpc GetRandomBytes (RandomRequest) returns (RandomResponse);
+}
+"""
+QRNG_API_KEY = "qrng-test-key"
+
+
+@pytest.fixture(scope="module")
+def qrng_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A ``qrng.QuantumRNG`` server (``qrng_server.py``) with stubs generated here.
+
+    It requires ``x-api-key: qrng-test-key``.
+    """
+    stubs = tmp_path_factory.mktemp("qrng_stubs")
+    (stubs / "qrng.proto").write_text(QRNG_PROTO, encoding="utf-8")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{stubs}",
+            f"--python_out={stubs}",
+            f"--grpc_python_out={stubs}",
+            str(stubs / "qrng.proto"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ServerProcess(
+        [
+            sys.executable,
+            str(HERE / "qrng_server.py"),
+            "--stubs",
+            str(stubs),
+            "--api-key",
+            QRNG_API_KEY,
+        ],
+        "qrng-server listening on ",
+        "127.0.0.1:0",
+    ).start()
+    yield server
+    server.stop()

@@ -130,14 +130,19 @@ def test_a_late_reply_never_reaches_a_later_fetch(
 def test_a_server_slower_than_the_floor_is_followed_not_locked_out(
     mode: str, faulty: Any, make_config: Config, expected: Expected
 ) -> None:
-    """Known defect 8: the adaptive deadline grows to meet a slowing server."""
+    """Known defect 8, and issue 12: a slowing server is followed and never fallen back from.
+
+    A call that outlives its learnt deadline is asked again, on the same server, at
+    the configured timeout, without spending a retry (``grpc_retry_count=0`` here):
+    no fetch falls back, and the learnt deadline grows to meet the server.
+    """
     cfg = make_config(
         faulty.address,
         grpc_mode=mode,
         grpc_timeout_ms=2000.0,
         cb_min_timeout_ms=5.0,
         cb_window_size=20,
-        cb_max_consecutive_failures=100,
+        cb_max_consecutive_failures=1,
         grpc_retry_count=0,
         fallback_mode="system",
     )
@@ -147,13 +152,11 @@ def test_a_server_slower_than_the_floor_is_followed_not_locked_out(
         results = [source.fetch(N) for _ in range(25)]
         health = source.primary.health_check()
     for fetch in warmup + results:
-        if not fetch.fallback:
-            assert_fresh(fetch, expected)
-    timed_out = [f for f in results[:5] if f.fallback]
-    assert timed_out, "the first slow calls should have timed out"
-    assert all("DEADLINE_EXCEEDED" in (f.fallback_reason or "") for f in timed_out)
-    # Followed, not locked out: the slow server serves (nearly) every later fetch.
-    assert sum(not f.fallback for f in results[-10:]) >= 8
+        assert not fetch.fallback, fetch.fallback_reason
+        assert_fresh(fetch, expected)
+    # Learnt deadlines ran out (and were retried at the configured timeout).
+    assert int(health["total_timeouts"]) >= 1  # type: ignore[call-overload]
+    assert health["times_opened"] == 0  # even with one failure opening the circuit
     assert float(health["timeout_ms"]) >= 50.0  # type: ignore[arg-type]
     assert health["circuit_state"] == "closed"
 
@@ -206,10 +209,16 @@ def test_other_service_and_method_names(
     for fetch in fetches:
         assert_fresh(fetch, expected)
         assert fetch.device_id == "fault-server"
-    # The default paths do not exist there: UNIMPLEMENTED, named clearly.
+    # The default paths do not exist there: UNIMPLEMENTED, named clearly. On a bidi
+    # stream grpc core may instead end the call with its own INTERNAL ("Internal
+    # error from Core") when the server's trailers race the client's first write
+    # (seen once in a full CI run); either status is final, and the path is named.
+    status = "UNIMPLEMENTED|INTERNAL" if mode == "bidi_streaming" else "UNIMPLEMENTED"
     with (
         QuantumGrpcSource(make_config(server.address, grpc_mode=mode)) as source,
-        pytest.raises(EntropyUnavailableError, match="UNIMPLEMENTED"),
+        pytest.raises(
+            EntropyUnavailableError, match=rf"^({status}) from .*/qr_entropy\.EntropyService/"
+        ),
     ):
         source.fetch(N)
 

@@ -10,7 +10,6 @@ its end-of-sequence token at any step, and the tests count tokens.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from vllm import LLM, RequestOutput, SamplingParams
 from vllm.inputs import TokensPrompt
 
-from qr_core.records import TokenSamplingRecord
+from qr_core.records import TokenSamplingRecord, writer_file
 from qr_vllm import QRSamplingLogitsProcessor
 
 pytestmark = pytest.mark.slow
@@ -231,14 +230,8 @@ def test_record_file_matches_the_run(
         use_tqdm=False,
     )
     kept = processor.diagnostic_records()
-    deadline = time.monotonic() + 30
-    lines: list[str] = []
-    # The writer thread flushes every 50 ms; wait for it, do not time it.
-    while time.monotonic() < deadline:
-        lines = record_file.read_text().splitlines() if record_file.exists() else []
-        if len(lines) >= len(kept):
-            break
-        time.sleep(0.05)
+    # Write-through: every settled record is in this process's own series.
+    lines = writer_file(record_file, processor.writer_id).read_text().splitlines()
     from_file = [TokenSamplingRecord.from_json_dict(json.loads(line)) for line in lines]
     assert from_file == kept
     assert [r.token_index for r in from_file if r.request_tag == "file"] == list(range(5))

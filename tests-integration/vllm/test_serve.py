@@ -10,14 +10,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +20,21 @@ from typing import Any
 
 import pytest
 
-from qr_core.records import TokenSamplingRecord
+from qr_core.records import TokenSamplingRecord, read_records
+
+from .serve_helpers import (
+    Server,
+    post,
+    records_for,
+    start_entropy_server,
+    start_server,
+    stop,
+    stop_group,
+)
 
 pytestmark = pytest.mark.slow
 
 JustInTime = Callable[[Iterable[TokenSamplingRecord]], None]
-
-STARTUP_TIMEOUT_S = 300
 
 
 @dataclass
@@ -41,52 +44,6 @@ class Servers:
     records: Path
     entropy: subprocess.Popen[bytes]
     vllm_log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _post(url: str, body: dict[str, object], timeout: float = 120) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _read_records(path: Path) -> list[TokenSamplingRecord]:
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines()
-    return [TokenSamplingRecord.from_json_dict(json.loads(line)) for line in lines if line]
-
-
-def _records_for(path: Path, tag: str, count: int) -> list[TokenSamplingRecord]:
-    """Wait (up to 60 s, not timed) until ``count`` records of ``tag`` are on disk."""
-    deadline = time.monotonic() + 60
-    found: list[TokenSamplingRecord] = []
-    while time.monotonic() < deadline:
-        found = [r for r in _read_records(path) if r.request_tag == tag]
-        if len(found) >= count:
-            break
-        time.sleep(0.05)
-    return sorted(found, key=lambda r: r.token_index)
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +56,7 @@ def servers(
     # Unix socket paths are limited to about 100 bytes: keep it short.
     sock_dir = Path(tempfile.mkdtemp(prefix="qrs"))
     sock = sock_dir / "e.sock"
-    entropy = subprocess.Popen(
-        [sys.executable, "-m", "qr_entropy_server", "--address", f"unix://{sock}"],
-        stdout=(workdir / "entropy.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    port = _free_port()
+    entropy = start_entropy_server(sock, workdir / "entropy.log")
     records = workdir / "records.jsonl"
     env = {
         **os.environ,
@@ -117,43 +69,22 @@ def servers(
         "QR_RECORD_FLUSH_INTERVAL_S": "0.05",
         "QR_LOG_LEVEL": "none",
     }
-    log = workdir / "vllm.log"
-    server = subprocess.Popen(
-        serve_command("--port", str(port), "--max-model-len", "512", "--seed", "0"),
-        env=env,
-        cwd=workdir,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server: Server | None = None
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(
-                    f"vllm serve exited with {server.returncode}:\n{log.read_text()[-4000:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"vllm serve not ready in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-4000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.5)
+        server = start_server(
+            serve_command("--max-model-len", "512", "--seed", "0"), env, workdir, "vllm"
+        )
         assert entropy.poll() is None, (workdir / "entropy.log").read_text()
-        yield Servers(base, str(tiny_model), records, entropy, log)
+        yield Servers(server.base_url, str(tiny_model), records, entropy, server.log)
     finally:
-        _stop(server, signal.SIGINT)
-        _stop(entropy, signal.SIGTERM)
+        if server is not None:
+            stop_group(server.proc)
+        stop(entropy, signal.SIGTERM)
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def test_completions_with_vllm_xargs(servers: Servers, assert_just_in_time: JustInTime) -> None:
-    status, body = _post(
+    status, body = post(
         f"{servers.base_url}/v1/completions",
         {
             "model": servers.model,
@@ -165,7 +96,7 @@ def test_completions_with_vllm_xargs(servers: Servers, assert_just_in_time: Just
     )
     assert status == 200, body
     tokens = body["choices"][0]["token_ids"]
-    records = _records_for(servers.records, "http-cmpl", len(tokens))
+    records = records_for(servers.records, "http-cmpl", len(tokens))
     assert [r.token_id for r in records] == tokens
     assert all(r.top_k == 5 and r.num_candidates <= 5 for r in records)
     assert all(r.entropy_source == "quantum_grpc" and not r.fallback for r in records)
@@ -176,7 +107,7 @@ def test_completions_with_vllm_xargs(servers: Servers, assert_just_in_time: Just
 def test_chat_completions_with_vllm_xargs(
     servers: Servers, assert_just_in_time: JustInTime
 ) -> None:
-    status, body = _post(
+    status, body = post(
         f"{servers.base_url}/v1/chat/completions",
         {
             "model": servers.model,
@@ -192,14 +123,14 @@ def test_chat_completions_with_vllm_xargs(
     )
     assert status == 200, body
     tokens = body["choices"][0]["token_ids"]
-    records = _records_for(servers.records, "http-chat", len(tokens))
+    records = records_for(servers.records, "http-chat", len(tokens))
     assert [r.token_id for r in records] == tokens
     assert all(r.temperature_strategy == "edt" and r.sample_count == 4096 for r in records)
     assert_just_in_time(records)
 
 
 def test_top_level_extra_args_is_dropped_by_vllm(servers: Servers) -> None:
-    status, body = _post(
+    status, body = post(
         f"{servers.base_url}/v1/completions",
         {
             "model": servers.model,
@@ -210,7 +141,7 @@ def test_top_level_extra_args_is_dropped_by_vllm(servers: Servers) -> None:
     )
     # No 400 for the out-of-range top_p and no tag: vLLM never passed it on.
     assert status == 200, body
-    assert all(r.request_tag != "top-level" for r in _read_records(servers.records))
+    assert all(r.request_tag != "top-level" for r in read_records(servers.records).records)
 
 
 @pytest.mark.parametrize(
@@ -225,12 +156,12 @@ def test_invalid_value_gets_400_and_next_request_succeeds(
     servers: Servers, xargs: dict[str, object], named: str
 ) -> None:
     url = f"{servers.base_url}/v1/completions"
-    status, body = _post(
+    status, body = post(
         url, {"model": servers.model, "prompt": "Hi", "max_tokens": 2, "vllm_xargs": xargs}
     )
     assert status == 400, body
     assert named in json.dumps(body)
-    status, body = _post(url, {"model": servers.model, "prompt": "Hi", "max_tokens": 2})
+    status, body = post(url, {"model": servers.model, "prompt": "Hi", "max_tokens": 2})
     assert status == 200, body
 
 
@@ -240,7 +171,7 @@ def test_entropy_server_killed_mid_generation_falls_back(
     result: dict[str, tuple[int, Any]] = {}
 
     def generate() -> None:
-        result["response"] = _post(
+        result["response"] = post(
             f"{servers.base_url}/v1/completions",
             {
                 "model": servers.model,
@@ -255,7 +186,7 @@ def test_entropy_server_killed_mid_generation_falls_back(
 
     thread = threading.Thread(target=generate)
     thread.start()
-    before = _records_for(servers.records, "kill", 5)
+    before = records_for(servers.records, "kill", 5)
     assert len(before) >= 5, "generation did not start"
     servers.entropy.kill()
     servers.entropy.wait()
@@ -265,7 +196,7 @@ def test_entropy_server_killed_mid_generation_falls_back(
     assert status == 200, body
     tokens = body["choices"][0]["token_ids"]
     assert len(tokens) == 400
-    records = _records_for(servers.records, "kill", len(tokens))
+    records = records_for(servers.records, "kill", len(tokens))
     assert [r.token_id for r in records] == tokens
     assert not records[0].fallback
     assert records[0].entropy_source == "quantum_grpc"
@@ -280,7 +211,7 @@ def test_entropy_server_killed_mid_generation_falls_back(
 
 def test_server_keeps_serving_on_fallback_after_the_entropy_server_died(servers: Servers) -> None:
     assert servers.entropy.poll() is not None, "runs after the entropy server was killed"
-    status, body = _post(
+    status, body = post(
         f"{servers.base_url}/v1/completions",
         {
             "model": servers.model,
@@ -292,6 +223,6 @@ def test_server_keeps_serving_on_fallback_after_the_entropy_server_died(servers:
         },
     )
     assert status == 200, body
-    records = _records_for(servers.records, "after-kill", 4)
+    records = records_for(servers.records, "after-kill", 4)
     assert [r.token_id for r in records] == body["choices"][0]["token_ids"]
     assert all(r.fallback and r.entropy_source == "system" for r in records)

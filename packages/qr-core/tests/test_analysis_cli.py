@@ -205,3 +205,57 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     assert done.returncode == EXIT_OK, done.stderr
     assert json.loads(done.stdout)["tokens"] == 30
     assert done.stderr.startswith("qr-analyze: WARNING: skipping partial last line")
+
+
+@pytest.fixture(scope="module")
+def arms_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 1,000 tokens z ~ N(0.3, 1) in arm "qrng" (seed 11) and 800 null tokens in "control".
+    qrng = simulate_records(1_000, seed=11, z_shift=0.3, arm="qrng", config=H1)
+    control = simulate_records(800, seed=12, arm="control", config=H1)
+    return _write(tmp_path_factory.mktemp("arms") / "arms.jsonl", qrng + control)
+
+
+@pytest.mark.parametrize("by", ["arm", "source"])
+def test_by_arm_compares_the_two_arms(
+    arms_file: Path, capsys: pytest.CaptureFixture[str], by: str
+) -> None:
+    code, out, _ = _run([str(arms_file), "--by", by, "--json"], capsys)
+    assert code == EXIT_OK
+    data = json.loads(out)
+    assert data["group_by"] == "arm"
+    assert [(g["label"], g["tokens"]) for g in data["groups"]] == [
+        ("arm=control", 800),
+        ("arm=qrng", 1000),
+    ]
+    c = data["comparison"]
+    assert (c["label_a"], c["label_b"]) == ("arm=control", "arm=qrng")  # sorted order
+    # Planted difference -0.3 with SE about 0.047: far beyond alpha = 0.001.
+    assert c["test"]["p_value"] < 0.001
+    assert c["test"]["ci_high"] < 0.0  # the interval excludes no difference
+    width = c["test"]["ci_high"] - c["test"]["ci_low"]
+    assert width == pytest.approx(2 * 1.9606 * c["test"]["standard_error"], rel=1e-3)
+    assert c["bayes"]["bf10"] > 1
+
+
+def test_chosen_arms_and_text_columns(arms_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run([str(arms_file), "--by", "arm", "--a", "qrng", "--b", "control"], capsys)
+    assert code == EXIT_OK
+    assert "compare    A=arm=qrng (n=1000)  B=arm=control (n=800)" in out
+    assert "mean z 95% CI" in out
+    assert "BF10 prior: shift of mean z ~ N(0, 0.02^2)" in out
+    code, out, _ = _run([str(arms_file), "--by", "tag", "--json"], capsys)
+    assert code == EXIT_OK
+    assert json.loads(out)["comparison"] is None  # one group ("untagged") only
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--a", "qrng"], ["--by", "arm", "--tag-a", "x", "--tag-b", "y"], ["--b", "control"]],
+)
+def test_group_option_errors(
+    arms_file: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    code, out, err = _run([str(arms_file), *extra], capsys)
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert err.startswith("qr-analyze: error: ")

@@ -36,17 +36,21 @@ def test_config_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ({"sample_count": 0}, "sample_count must be an int >= 1"),
-        ({"sample_count": 2.5}, "sample_count must be an int >= 1"),
+        ({"sample_count": 0}, "sample_count must be >= 1, <= 16777216"),
+        ({"sample_count": 2.5}, "sample_count must be an int"),
         ({"population_std": 0.0}, "population_std must be > 0"),
         ({"population_mean": float("nan")}, "population_mean must be finite"),
-        ({"uniform_clamp_epsilon": 0.5}, "uniform_clamp_epsilon must be in (0, 0.5)"),
-        ({"fixed_temperature": -1.0}, "fixed_temperature must be >= 0"),
+        ({"uniform_clamp_epsilon": 0.5}, "uniform_clamp_epsilon must be > 0, < 0.5"),
+        ({"fixed_temperature": 0.0}, "fixed_temperature must be > 0"),
         ({"edt_base_temp": 0.0}, "edt_base_temp must be > 0"),
+        ({"edt_exponent": 0.0}, "edt_exponent must be > 0"),
+        ({"edt_min_temp": 0.0}, "edt_min_temp must be > 0"),
+        ({"population_mean": 255.5}, "population_mean must be >= 0, <= 255"),
+        ({"sample_count": 16_777_217}, "sample_count must be >= 1"),
         ({"edt_min_temp": 3.0}, "edt_max_temp must be >= edt_min_temp"),
         ({"top_k": 1.5}, "top_k must be an int"),
-        ({"top_p": 0.0}, "top_p must be in (0, 1]"),
-        ({"top_p": 1.1}, "top_p must be in (0, 1]"),
+        ({"top_p": 0.0}, "top_p must be > 0, <= 1"),
+        ({"top_p": 1.1}, "top_p must be > 0, <= 1"),
         ({"top_p": True}, "top_p must be a number"),
         ({"signal_amplifier_type": ""}, "signal_amplifier_type must be a non-empty string"),
     ],
@@ -55,3 +59,12 @@ def test_invalid_fields_are_named(override: dict[str, object], needle: str) -> N
     with pytest.raises(QRCoreError) as info:
         SamplingConfig(**override)  # type: ignore[arg-type]
     assert needle in str(info.value)
+
+
+def test_every_bound_is_declared_once_for_a_field_of_the_config() -> None:
+    from qr_core import SAMPLING_BOUNDS
+
+    names = {f.name for f in dataclasses.fields(SamplingConfig)}
+    assert set(SAMPLING_BOUNDS) <= names
+    for name, bounds in SAMPLING_BOUNDS.items():
+        assert bounds.contains(getattr(SamplingConfig(), name)), name  # defaults lie inside

@@ -37,15 +37,14 @@ def test_complete_record_without_newline_is_still_partial(tmp_path: Path) -> Non
 
 
 def test_segments_are_read_oldest_first(tmp_path: Path) -> None:
-    records = simulate_records(9, seed=3)
+    records = simulate_records(11, seed=3)
     path = tmp_path / "r.jsonl"
-    (tmp_path / "r.jsonl.2").write_text(_lines(records[3:6]))
-    (tmp_path / "r.jsonl.10").write_text(_lines(records[6:8]))
-    (tmp_path / "r.jsonl.1").write_text(_lines(records[:3]))
-    path.write_text(_lines(records[8:]))
+    for n in (10, 2, 1, 9, 3, 8, 4, 7, 5, 6):  # numeric order, not name order (10 < 2)
+        (tmp_path / f"r.jsonl.{n}").write_text(_lines(records[n - 1 : n]))
+    path.write_text(_lines(records[10:]))
     (tmp_path / "r.jsonl.bak").write_text("not a segment")
     loaded = read_records(path)
-    assert [p.name for p in loaded.segments] == ["r.jsonl.1", "r.jsonl.2", "r.jsonl.10", "r.jsonl"]
+    assert [p.name for p in loaded.segments] == [f"r.jsonl.{n}" for n in range(1, 11)] + ["r.jsonl"]
     assert loaded.records == tuple(records)
 
 

@@ -87,10 +87,11 @@ def test_entry_point_plugin_is_found_and_built(
 ) -> None:
     _install_plugin(tmp_path, monkeypatch, "test_doubled = qr_test_plugin:Doubled\n")
     assert "test_doubled" in available_amplifiers()
-    amp = build_amplifier(SamplingConfig(signal_amplifier_type="test_doubled", sample_count=2))
+    amp = build_amplifier(SamplingConfig(signal_amplifier_type="test_doubled", sample_count=10))
     assert isinstance(amp, ZScoreMeanAmplifier)
     assert type(amp).__name__ == "Doubled"
-    assert amp.amplify(b"\x7f\x80").u == 0.5
+    # Two statistic bytes averaging 127.5 give z = 0; the last 8 bytes only draw V.
+    assert amp.amplify(b"\x7f\x80" + bytes(8)).z_score == 0.0
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,17 @@ def test_log_sink_full_logs_every_field(caplog: pytest.LogCaptureFixture) -> Non
     assert TokenSamplingRecord.from_json_dict(payload) == record
 
 
+def test_log_sink_full_refuses_a_non_finite_value(caplog: pytest.LogCaptureFixture) -> None:
+    record = dataclasses.replace(simulate_records(1, seed=3)[0], z_score=float("nan"))
+    logger = logging.getLogger("test.qr.full.nan")
+    with (
+        caplog.at_level(logging.INFO, logger=logger.name),
+        pytest.raises(RecordError, match="z_score"),
+    ):
+        LogSink("full", logger).write([record])
+    assert caplog.records == []
+
+
 def test_log_sink_formats_nothing_when_disabled(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("test.qr.off")
     sink = LogSink("summary", logger)

@@ -75,7 +75,7 @@ def test_bad_byte_counts(
     with pytest.raises(grpc.RpcError) as info:
         stub.GetEntropy(pb2.EntropyRequest(bytes_needed=bytes_needed, sequence_id=1))
     assert info.value.code() is code
-    assert text in info.value.details()
+    assert text in str(info.value.details())
     assert len(stub.GetEntropy(pb2.EntropyRequest(bytes_needed=1024)).data) == 1024
 
 
@@ -146,7 +146,7 @@ def test_short_backend_reply_is_an_internal_error(
             pb2.EntropyRequest(bytes_needed=10)
         )
     assert info.value.code() is grpc.StatusCode.INTERNAL
-    assert "backend returned 9 bytes, 10 were requested" in info.value.details()
+    assert "backend returned 9 bytes, 10 were requested" in str(info.value.details())
 
 
 def test_timing_noise_backend_returns_the_count_and_varies() -> None:
@@ -161,7 +161,7 @@ def test_hardware_template_reads_its_device(monkeypatch: pytest.MonkeyPatch) -> 
     backend = load_backend("qr_entropy_server.hardware_template:QRNGHardware")
     assert isinstance(backend, QRNGHardware)
     assert len(backend.generate(5000)) == 5000
-    assert backend.device_id == "qrng:/dev/urandom"  # type: ignore[attr-defined]
+    assert backend.device_id == "qrng:/dev/urandom"
     backend.close()
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from qr_entropy import EntropyConfig
+from qr_entropy import ConfigError, EntropyConfig, SettingsError, _env
 
 # One non-default value per field: (field, text as written in env / .env, parsed value).
 NON_DEFAULTS: list[tuple[str, str, object]] = [
@@ -34,7 +35,9 @@ NON_DEFAULTS: list[tuple[str, str, object]] = [
     ("mock_uniform_seed", "42", 42),
     ("mock_uniform_bias", "-1.25", -1.25),
     ("sham_latency_ms", "12.5", 12.5),
+    ("calibration_path", "/etc/qr/calibration.json", "/etc/qr/calibration.json"),
     ("grpc_max_request_bytes", "4096", 4096),
+    ("grpc_response_layout", "qrng", "qrng"),
 ]
 
 DEFAULTS: dict[str, object] = {
@@ -61,7 +64,9 @@ DEFAULTS: dict[str, object] = {
     "mock_uniform_seed": None,
     "mock_uniform_bias": 0.0,
     "sham_latency_ms": 0.0,
+    "calibration_path": "",
     "grpc_max_request_bytes": 1_048_576,
+    "grpc_response_layout": "qr_entropy",
 }
 
 
@@ -148,15 +153,85 @@ def test_explicit_env_file_argument(tmp_path: Path) -> None:
         ("mock_uniform_bias", "-128"),
         ("sham_latency_ms", "-0.1"),
         ("grpc_max_request_bytes", "0"),
+        ("grpc_max_request_bytes", "99999999999"),  # the issue's: passed, then OverflowError
+        ("grpc_response_layout", "qrngg"),
+        ("grpc_response_layout", "data=1,seq=2"),
     ],
 )
-def test_invalid_env_values_are_rejected_naming_the_field(
+def test_invalid_env_values_are_refused_naming_the_variable_value_and_allowed(
     monkeypatch: pytest.MonkeyPatch, field: str, text: str
 ) -> None:
     monkeypatch.setenv(f"QR_{field.upper()}", text)
-    with pytest.raises(ValidationError) as info:
+    with pytest.raises(SettingsError) as info:
         EntropyConfig()
-    assert field in str(info.value)
+    message = str(info.value)
+    assert f"QR_{field.upper()}={text!r}" in message
+    assert "allowed: " in message
+    # Still a ConfigError (the package's tree) and a ValidationError (for pydantic callers).
+    assert isinstance(info.value, ConfigError)
+    assert isinstance(info.value, ValidationError)
+    assert field in str(info.value.errors())
+
+
+def test_a_value_from_dotenv_is_named_by_its_variable(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("QR_GRPC_TIMEOUT_MS=-5\n", encoding="utf-8")
+    expected = r"QR_GRPC_TIMEOUT_MS='-5' \(setting grpc_timeout_ms\) is invalid .*> 0"
+    with pytest.raises(SettingsError, match=expected):
+        EntropyConfig()
+
+
+def test_secret_values_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QR_GRPC_API_KEY", "s3cret-value")
+    monkeypatch.setenv("QR_GRPC_TIMEOUT_MS", "-1")
+    with pytest.raises(SettingsError) as info:
+        EntropyConfig()
+    assert "s3cret-value" not in str(info.value) + repr(info.value.errors())
+
+
+def test_values_passed_as_arguments_keep_their_field_names() -> None:
+    with pytest.raises(ValidationError) as info:
+        EntropyConfig(grpc_timeout_ms=-1)
+    assert not isinstance(info.value, SettingsError)
+    assert "grpc_timeout_ms" in str(info.value)
+
+
+def test_a_misspelled_variable_is_warned_about_once_naming_the_closest(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(_env, "_settings_modules", [])  # all settings modules count as loaded
+    monkeypatch.setattr(_env, "_warned", set())
+    monkeypatch.setattr(_env, "_checked", None)
+    monkeypatch.setenv("QR_GRPC_MDOE", "bidi_streaming")
+    (tmp_path / ".env").write_text("QR_CB_WINDOW_SIZ=5\nQR_SERVER_API_KEY=x\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="qr_entropy._env"):
+        EntropyConfig()
+        EntropyConfig()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings  # once each, and nothing for the server's variable
+    assert any(w.startswith("QR_GRPC_MDOE is set") and "QR_GRPC_MODE?" in w for w in warnings)
+    assert any(
+        w.startswith("QR_CB_WINDOW_SIZ is set") and "QR_CB_WINDOW_SIZE?" in w for w in warnings
+    )
+
+
+def test_the_warning_waits_until_every_settings_module_is_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_env, "_settings_modules", ["qr_entropy._config", "not_imported.settings"])
+    monkeypatch.setattr(_env, "_warned", set())
+    monkeypatch.setattr(_env, "_checked", None)
+    assert _env.warn_unknown_variables({"QR_GRPC_MDOE": "x"}) == []
+    monkeypatch.setattr(_env, "_settings_modules", ["qr_entropy._config"])
+    assert _env.warn_unknown_variables({"QR_GRPC_MDOE": "x", "QR_GRPC_MODE": "unary"}) == [
+        "QR_GRPC_MDOE"
+    ]
+
+
+def test_every_installed_settings_module_is_declared() -> None:
+    from importlib.metadata import entry_points
+
+    modules = {ep.module for ep in entry_points(group=_env.SETTINGS_GROUP)}
+    assert {"qr_entropy._config", "qr_vllm._settings"} <= modules
 
 
 def test_config_is_frozen() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -165,3 +167,33 @@ def test_real_unreachable_grpc_server_falls_back_with_provenance(
     )
     warnings = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
     assert len(warnings) == 1
+
+
+class SlowFailingSource(SystemEntropySource):
+    """Fails after ``delay_s`` (a primary whose deadline runs out), noting when it was asked."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.entered_ns = 0
+
+    def fetch(self, n: int) -> Any:
+        self.entered_ns = time.time_ns()
+        threading.Event().wait(self.delay_s)  # the primary's own latency, not a wait for readiness
+        raise EntropyUnavailableError("DEADLINE_EXCEEDED after the configured timeout")
+
+
+def test_a_fallback_fetch_records_when_it_was_requested_and_why() -> None:
+    """Issue 12: ``requested_ns`` is the request's time, not the time the fallback ran."""
+    primary = SlowFailingSource(delay_s=0.05)
+    source = FallbackEntropySource(primary, SystemEntropySource())
+    before = time.time_ns()
+    fetch = source.fetch(16)
+    assert fetch.fallback
+    assert before <= fetch.requested_ns <= primary.entered_ns
+    # The fallback's bytes came at least the primary's 50 ms later.
+    assert fetch.generated_ns is not None
+    assert fetch.generated_ns - fetch.requested_ns >= 50_000_000
+    assert fetch.fallback_reason == (
+        "system: EntropyUnavailableError: DEADLINE_EXCEEDED after the configured timeout"
+    )

@@ -124,3 +124,30 @@ def test_closed_source_refuses_fetches() -> None:
     assert not source.is_available
     with pytest.raises(EntropyUnavailableError, match="closed"):
         source.fetch(8)
+
+
+@pytest.mark.parametrize(
+    ("code", "retryable"),
+    [
+        ("UNAVAILABLE", True),
+        ("DEADLINE_EXCEEDED", True),
+        ("INTERNAL", False),
+        ("UNKNOWN", False),
+        ("NOT_FOUND", False),
+        ("UNAUTHENTICATED", False),
+        ("RESOURCE_EXHAUSTED", False),
+    ],
+)
+def test_retries_follow_an_allow_list_of_status_codes(code: str, retryable: bool) -> None:
+    import grpc
+    from grpc import aio
+
+    from qr_entropy.grpc._transports import map_rpc_error
+
+    settings = ChannelSettings.from_config(EntropyConfig())
+    status = grpc.StatusCode[code]
+    error = aio.AioRpcError(status, aio.Metadata(), aio.Metadata(), details="from the test")
+    mapped = map_rpc_error(error, "/x.Y/Z", settings)
+    assert mapped.code == code
+    assert mapped.retryable is retryable
+    assert mapped.timed_out is (code == "DEADLINE_EXCEEDED")

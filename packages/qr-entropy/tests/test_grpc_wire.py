@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qr_entropy import ConfigError
 from qr_entropy.grpc import WireFormatError
+from qr_entropy.grpc._layout import PRESETS, parse_layout
 from qr_entropy.grpc._wire import decode_response, encode_request
 
 # The generated messages ship with qr-entropy-server only (never with the client).
@@ -38,7 +40,8 @@ def test_response_decoding_matches_protobuf(data: bytes, seq: int, ts: int, devi
     )
     decoded = decode_response(message.SerializeToString())
     assert (decoded.data, decoded.sequence_id) == (data, seq)
-    assert (decoded.generation_timestamp_ns, decoded.device_id) == (ts, device)
+    # proto3 cannot tell 0 from absent: no timestamp is recorded as None, never as 0.
+    assert (decoded.generated_ns, decoded.device_id) == (ts or None, device)
 
 
 def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
@@ -68,13 +71,13 @@ def test_a_server_with_other_message_names_but_the_same_layout_decodes() -> None
         (b"\x0a\x05abc", "declares 5 bytes, only 3 remain"),
         (b"\x0a", "truncated varint"),
         (b"\x10" + b"\xff" * 11, "longer than 10 bytes"),
-        (b"\x08\x05", "field 1 is a varint"),
-        (b"\x12\x01x", "field 2 is length-delimited"),
+        (b"\x08\x05", "field 1 \\(data\\) of response layout 'qr_entropy' arrived as a varint"),
+        (b"\x12\x01x", "field 2 \\(sequence_id\\) .* arrived as length-delimited, expected a"),
         (b"\x22\x02\xff\xfe", "not UTF-8"),
         (b"\x0b", "unsupported wire type 3"),
         (b"\x00\x00", "field number 0"),
         (b"\x39\x00", "truncated fixed-width"),
-        (b"\x09" + bytes(8), "fixed-width wire type 1"),
+        (b"\x09" + bytes(8), "field 1 \\(data\\) .* arrived as fixed64"),
     ],
 )
 def test_malformed_responses_are_rejected(payload: bytes, message: str) -> None:
@@ -89,3 +92,97 @@ def test_garbage_either_decodes_or_raises_wire_format_error(payload: bytes) -> N
     except WireFormatError:
         return
     assert isinstance(decoded.data, bytes)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes([*out, value])
+
+
+def _qrng_response(data: bytes, timestamp_us: int, device_id: str) -> bytes:
+    """``qrng.RandomResponse { bytes data = 1; uint64 timestamp = 2; string device_id = 3; }``."""
+    device = device_id.encode()
+    return (
+        b"\x0a"
+        + _varint(len(data))
+        + data
+        + b"\x10"
+        + _varint(timestamp_us)
+        + b"\x1a"
+        + _varint(len(device))
+        + device
+    )
+
+
+def test_qrng_layout_reads_microseconds_and_has_no_sequence_echo() -> None:
+    payload = _qrng_response(b"abcd", 1_700_000_000_123_456, "qrng-1")
+    decoded = decode_response(payload, PRESETS["qrng"])
+    assert decoded.data == b"abcd"
+    assert decoded.generated_ns == 1_700_000_000_123_456_000
+    assert decoded.device_id == "qrng-1"
+    assert decoded.sequence_id == 0  # the timestamp in field 2 is not taken for an echo
+
+
+def test_the_issue_case_a_qrng_reply_under_the_default_layout_names_field_layout_and_type() -> None:
+    payload = _qrng_response(b"abcd", 1_700_000_000_123_456, "qrng-1")
+    with pytest.raises(WireFormatError) as info:
+        decode_response(payload)
+    text = str(info.value)
+    assert "field 3 (timestamp_ns)" in text
+    assert "'qr_entropy'" in text
+    assert "arrived as length-delimited" in text
+
+
+def test_bytes_only_reads_field_1_and_records_the_rest_as_absent() -> None:
+    payload = _qrng_response(b"xyz", 5, "dev")
+    decoded = decode_response(payload, PRESETS["bytes_only"])
+    assert (decoded.data, decoded.sequence_id, decoded.generated_ns, decoded.device_id) == (
+        b"xyz",
+        0,
+        None,
+        "",
+    )
+
+
+def test_an_explicit_map_reads_the_fields_it_declares() -> None:
+    layout = parse_layout("data=1, sequence_id=2, timestamp_us=3, device_id=4")
+    message = b"\x0a\x02hi\x10\x07\x18" + _varint(1_000) + b"\x22\x01d"
+    decoded = decode_response(message, layout)
+    assert (decoded.data, decoded.sequence_id, decoded.generated_ns, decoded.device_id) == (
+        b"hi",
+        7,
+        1_000_000,
+        "d",
+    )
+    moved = parse_layout("data=5,device_id=1")
+    decoded = decode_response(b"\x2a\x02hi\x0a\x01d\x10\x07", moved)
+    assert (decoded.data, decoded.device_id, decoded.sequence_id) == (b"hi", "d", 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("qrngg", "unknown layout"),
+        ("data=1,seq=2", "unknown role 'seq'"),
+        ("data=1,data=2", "given twice"),
+        ("data=0", "field numbers are"),
+        ("data=19500", "field numbers are"),
+        ("data=x", "field numbers are"),
+        ("data=1,device_id=1", "field 1 given to two roles"),
+        ("sequence_id=2", "no 'data' field"),
+        ("data=1,timestamp_ns=2,timestamp_us=3", "not both"),
+    ],
+)
+def test_bad_layouts_are_refused_naming_the_variable_and_the_choices(
+    text: str, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_layout(text)
+    message = str(info.value)
+    assert needle in message
+    assert message.startswith(f"QR_GRPC_RESPONSE_LAYOUT={text!r}")
+    assert "'qrng'" in message
+    assert "timestamp_us" in message

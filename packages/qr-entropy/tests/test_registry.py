@@ -88,7 +88,7 @@ def test_decorator_refuses_a_second_class_under_a_taken_name() -> None:
 
 @pytest.mark.parametrize("bad", [int, object(), "system"])
 def test_decorator_refuses_non_sources(bad: object) -> None:
-    with pytest.raises(RegistryError, match="needs an EntropySource subclass"):
+    with pytest.raises(RegistryError, match="does not derive from EntropySource"):
         register_entropy_source("not_a_source")(bad)  # type: ignore[type-var]
 
 
@@ -103,7 +103,7 @@ def test_unknown_name_lists_known_names() -> None:
         build_source(EntropyConfig(entropy_source_type="lava_lamp"))
     message = str(info.value)
     assert "unknown entropy source 'lava_lamp' (QR_ENTROPY_SOURCE_TYPE)" in message
-    assert "available: " + ", ".join(available_sources()) in message
+    assert "known: " + ", ".join(available_sources()) in message
     assert isinstance(info.value, ValueError)
 
 
@@ -142,7 +142,7 @@ def test_entry_point_plugin_is_discovered_without_loading_then_loaded_on_use(
         ("{module}:Missing", "AttributeError"),
         ("{module}_absent:Lamp", "ModuleNotFoundError"),
         ("{module}:RAISES", "ZeroDivisionError"),
-        ("{module}:NOT_A_CLASS", "not an EntropySource subclass"),
+        ("{module}:NOT_A_CLASS", "not a subclass of EntropySource"),
     ],
 )
 def test_broken_entry_point_error_names_the_entry_point(
@@ -157,7 +157,7 @@ def test_broken_entry_point_error_names_the_entry_point(
         build_source(EntropyConfig(entropy_source_type="broken"))
     message = str(info.value)
     assert f"entry point 'broken' = '{value.format(module=module)}'" in message
-    assert f"(group '{ENTRY_POINT_GROUP}')" in message
+    assert f"in group '{ENTRY_POINT_GROUP}'" in message
     assert cause in message
     assert "broken" not in ENTROPY_SOURCES
     # Other sources keep working.
@@ -178,3 +178,23 @@ def test_quantum_grpc_is_exported_and_registered() -> None:
     assert "QuantumGrpcSource" in qr_entropy.__all__
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = qr_entropy.Nope
+
+
+def test_a_source_states_its_name_once_in_the_decorator() -> None:
+    import os
+
+    @register_entropy_source("test_named_once")
+    class NamedOnce(EntropySource):
+        is_available = True
+
+        def get_random_bytes(self, n: int) -> bytes:
+            return os.urandom(n)
+
+        def close(self) -> None:
+            pass
+
+    with get_source_class("test_named_once")() as source:
+        assert source.name == "test_named_once"
+        assert source.fetch(4).source == "test_named_once"
+    assert get_source_class("quantum_grpc").name == "quantum_grpc"  # type: ignore[comparison-overlap]
+    del ENTROPY_SOURCES["test_named_once"]

@@ -1,51 +1,42 @@
-"""The check's statistical tests, with SciPy and with the pure fallbacks."""
+"""The check's statistical tests: one implementation with qr-analyze, checked against SciPy."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
-from qr_entropy import _stats
-from qr_entropy._stats import (
+from qr_core.records import chi_square_uniform, ks_uniform
+from qr_entropy._check import (
+    StatTest,
     bit_bias_test,
     byte_chi_square_test,
-    chi2_sf,
     ks_uniform_test,
 )
 
 
-@pytest.fixture
-def no_scipy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Behave as if SciPy were not installed (qr-entropy must not require it)."""
-    monkeypatch.setattr(_stats, "_scipy_stats", lambda: None)
-    assert not _stats.scipy_available()
+def test_byte_chi_square_equals_scipy_chisquare() -> None:
+    data = np.random.default_rng(12).integers(0, 256, size=5000, dtype=np.uint8)
+    result = byte_chi_square_test(data)
+    reference = scipy_stats.chisquare(np.bincount(data, minlength=256))
+    assert result.statistic == pytest.approx(float(reference.statistic), rel=1e-12)
+    assert result.p_value == pytest.approx(float(reference.pvalue), rel=1e-9)
+    assert result.n == 5000
 
 
-@pytest.mark.parametrize("df", [1, 2, 7, 255])
-@pytest.mark.parametrize("quantile", [1e-9, 0.001, 0.1, 0.5, 0.9, 0.999, 1 - 1e-9])
-def test_chi2_fallback_matches_scipy(no_scipy: None, df: int, quantile: float) -> None:
-    x = float(scipy_stats.chi2.ppf(quantile, df))
-    expected = float(scipy_stats.chi2.sf(x, df))
-    assert chi2_sf(x, df) == pytest.approx(expected, rel=1e-9, abs=1e-13)
-
-
-def test_chi2_fallback_edge_values(no_scipy: None) -> None:
-    assert chi2_sf(0.0, 255) == 1.0
-    assert chi2_sf(-1.0, 3) == 1.0
-    assert chi2_sf(10_000.0, 255) < 1e-300 or chi2_sf(10_000.0, 255) == 0.0
-
-
-def test_ks_statistic_equals_scipy() -> None:
-    # n = 500 values from a fixed seed; D must match SciPy's to rounding.
+def test_ks_is_the_same_computation_as_qr_analyze() -> None:
+    # n = 500 values from a fixed seed: the check and qr-analyze give identical figures.
     u = np.random.default_rng(11).random(500)
-    fallback = ks_uniform_test(u)
-    exact = scipy_stats.kstest(u, "uniform")
-    assert fallback.statistic == pytest.approx(float(exact.statistic), abs=1e-12)
-    assert fallback.p_value == pytest.approx(float(exact.pvalue), abs=0.005)
-    assert fallback.n == 500
+    check, analysis = ks_uniform_test(u), ks_uniform(u)
+    assert (check.statistic, check.p_value) == (analysis.statistic, analysis.p_value)
+    exact = scipy_stats.kstest(u, "uniform", method="exact")
+    assert check.statistic == float(exact.statistic)
+    assert check.p_value == pytest.approx(float(exact.pvalue), rel=1e-12)
+    assert check.n == 500
 
 
 def test_ks_detects_non_uniform_u() -> None:
@@ -63,6 +54,16 @@ def test_byte_chi_square_exact_cases() -> None:
     stuck = np.zeros(10240, dtype=np.uint8)
     assert byte_chi_square_test(stuck).statistic == pytest.approx(255 * 10240)
     assert not byte_chi_square_test(stuck).passed(0.001)
+    assert chi_square_uniform([3, 3]).p_value == 1.0
+
+
+def test_bit_bias_matches_the_normal_approximation_of_the_binomial() -> None:
+    data = np.random.default_rng(3).integers(0, 256, size=2000, dtype=np.uint8)
+    result = bit_bias_test(data)
+    ones = int(np.unpackbits(data).sum())
+    z = (ones - 8000) / math.sqrt(4000)
+    assert result.statistic == pytest.approx(z, rel=1e-12)
+    assert result.p_value == pytest.approx(2 * float(scipy_stats.norm.sf(abs(z))), rel=1e-12)
 
 
 def test_bit_bias_exact_cases() -> None:
@@ -80,6 +81,16 @@ def test_bit_bias_exact_cases() -> None:
 def test_pass_rule_is_p_at_least_alpha() -> None:
     result = bit_bias_test(np.full(8, 0x0F, dtype=np.uint8))
     assert result.passed(1.0)  # p = 1
-    low = _stats.StatTest("t", 0.0, 0.001, 1, "")
+    low = StatTest("t", 0.0, 0.001, 1, "")
     assert low.passed(0.001)
     assert not low.passed(0.0011)
+
+
+def test_check_reaches_the_statistics_without_matplotlib() -> None:
+    code = (
+        "import sys; import qr_entropy.cli, qr_entropy._check;"
+        "import numpy as np; qr_entropy._check.ks_uniform_test(np.linspace(0.1, 0.9, 9));"
+        "print('matplotlib' in sys.modules, 'scipy.stats' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -29,8 +29,9 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors_params_validator,
 )
 
+from qr_core.records import writer_file
 from qr_vllm import QRSamplingLogitsProcessor
-from qr_vllm import _step as step_module
+from qr_vllm import _step_records as step_module
 
 VOCAB = 64
 # Small sample counts keep the unit tests fast; the engine tests use the default.
@@ -165,18 +166,27 @@ def test_mixed_settings_in_one_step_use_one_fetch() -> None:
 @pytest.mark.usefixtures("seeded_env")
 def test_log_level_is_honoured_per_request(caplog: pytest.LogCaptureFixture) -> None:
     proc = _v1_processor()
-    _add(
+    outs = _add(
         proc,
         SamplingParams(extra_args={"qr_request_tag": "quiet", "qr_log_level": "none"}),
         SamplingParams(extra_args={"qr_request_tag": "loud", "qr_log_level": "full"}),
         SamplingParams(extra_args={"qr_request_tag": "brief"}),
     )
     with caplog.at_level(logging.INFO):
-        proc.apply(_logits(3))
+        logits = _logits(3)
+        proc.apply(logits)
+        # As vLLM does: keep the tokens, then start the next step, where a
+        # request's first record is settled (qr_vllm._emitted).
+        for row, out in enumerate(outs):
+            out.append(_assert_forced(logits[row]))
+        proc.update_state(None)
+        assert "tag=brief" not in caplog.text, "summary: no line per token"
+        # The requests finish: summary logs one line per request.
+        proc.update_state(BatchUpdate(batch_size=0, removed=[2, 1, 0], added=[], moved=[]))
     text = caplog.text
     assert "quiet" not in text
     assert '"request_tag":"loud"' in text
-    assert "tag=brief" in text
+    assert text.count("tag=brief tokens=1 ") == 1
     proc.close()
 
 
@@ -224,8 +234,10 @@ def test_records_are_built_only_while_a_sink_receives_them(
     assert proc.timings().rows == 3
     with caplog.at_level(logging.INFO, logger="qr_core.records._sinks"):
         proc.apply(_logits(1, seed=3))
+        proc.update_state(BatchUpdate(batch_size=0, removed=[0], added=[], moved=[]))
     assert built == [3]
-    assert "tag=t i=3 " in caplog.text
+    # The request's summary line counts the one token recorded while INFO was on.
+    assert "tag=t tokens=1 " in caplog.text
     proc.close()
 
 
@@ -235,11 +247,18 @@ def test_record_file_holds_every_record(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("QR_RECORD_PATH", str(path))
     monkeypatch.setenv("QR_RECORD_RAW_BYTES", "true")
     proc = _v1_processor()
-    _add(proc, SamplingParams(extra_args={"qr_log_level": "none"}), SamplingParams())
+    outs = _add(proc, SamplingParams(extra_args={"qr_log_level": "none"}), SamplingParams())
     for step in range(3):
-        proc.apply(_logits(2, seed=step))
+        logits = _logits(2, seed=step)
+        proc.apply(logits)
+        for row, out in enumerate(outs):
+            out.append(_assert_forced(logits[row]))
     proc.close()
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert not path.exists()  # each process writes its own series under the base path
+    own = writer_file(path, proc.writer_id)
+    lines = [json.loads(line) for line in own.read_text().splitlines()]
+    assert {d["writer_id"] for d in lines} == {proc.writer_id}
+    assert not any(d["discarded"] for d in lines)
     assert len(lines) == 6
     kept = proc.diagnostic_records()
     assert [d["token_id"] for d in lines] == [r.token_id for r in kept]

@@ -142,3 +142,37 @@ def test_record_logger_gets_a_handler_when_nothing_would_show_its_records() -> N
     show_records(configured)  # a host's logging configuration is left alone
     assert configured.handlers == [own]
     assert not configured.isEnabledFor(logging.INFO)
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "allowed"),
+    [
+        ("QR_TOP_P", "1.5", "<= 1"),
+        ("QR_FIXED_TEMPERATURE", "0", "> 0"),  # qr-core's bound, no longer >= 0 there
+        ("QR_SAMPLE_COUNT", "16777217", "<= 16777216"),
+        ("QR_RECORD_MAX_BYTES", "0", "> 0"),
+    ],
+)
+def test_a_refused_environment_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, allowed: str
+) -> None:
+    """Issue 12: errors name the variable the user set, its value and what is allowed."""
+    from qr_entropy import ConfigError
+
+    monkeypatch.setenv(variable, text)
+    settings_class = RecordSettings if "RECORD" in variable else SamplingSettings
+    with pytest.raises(ConfigError) as info:
+        settings_class()
+    message = str(info.value)
+    assert f"{variable}={text!r} (setting {variable[3:].lower()}) is invalid" in message
+    assert allowed in message
+
+
+def test_sampling_bounds_are_qr_cores() -> None:
+    from qr_core import SAMPLING_BOUNDS
+
+    for name, bounds in SAMPLING_BOUNDS.items():
+        declared = SamplingSettings.model_fields[name].metadata
+        kinds = {type(m).__name__.lower(): m for m in declared}
+        for limit, value in bounds.as_field_kwargs().items():
+            assert getattr(kinds[limit], limit) == value, (name, limit)

@@ -9,37 +9,74 @@ from qr_core._amplifiers import (
     AmplificationResult,
     BatchAmplificationResult,
     SignalAmplifier,
-    ZScoreBitsAmplifier,
-    ZScoreMeanAmplifier,
     available_amplifiers,
     build_amplifier,
     register_amplifier,
 )
-from qr_core._config import POPULATION_STD, SamplingConfig
+from qr_core._calibration import (
+    CALIBRATION_FORMAT_VERSION,
+    Calibration,
+    CalibrationBuilder,
+    load_calibration,
+)
+from qr_core._config import (
+    MAX_SAMPLE_COUNT,
+    POPULATION_STD,
+    SAMPLING_BOUNDS,
+    Bounds,
+    SamplingConfig,
+)
 from qr_core._errors import QRCoreError
 from qr_core._normal import normal_cdf
-from qr_core._selection import BatchSelectionResult, SelectionResult, select_token, select_tokens
+from qr_core._registry import Registry, RegistryErrors
+from qr_core._selection import (
+    BatchSelectionResult,
+    Engine,
+    SelectionResult,
+    select_token,
+    select_tokens,
+)
 from qr_core._temperature import (
     BatchTemperatureResult,
     EDTTemperature,
     FixedTemperature,
+    PowerLaw,
     TemperatureResult,
     TemperatureStrategy,
     available_temperature_strategies,
     build_temperature_strategy,
+    power_law_temperatures,
     register_temperature_strategy,
     shannon_entropy,
 )
+from qr_core._zscore import (
+    PhiZScoreBitsAmplifier,
+    PhiZScoreMeanAmplifier,
+    ZScoreBitsAmplifier,
+    ZScoreMeanAmplifier,
+)
 
 __all__ = [
+    "CALIBRATION_FORMAT_VERSION",
+    "MAX_SAMPLE_COUNT",
     "POPULATION_STD",
+    "SAMPLING_BOUNDS",
     "AmplificationResult",
     "BatchAmplificationResult",
     "BatchSelectionResult",
     "BatchTemperatureResult",
+    "Bounds",
+    "Calibration",
+    "CalibrationBuilder",
     "EDTTemperature",
+    "Engine",
     "FixedTemperature",
+    "PhiZScoreBitsAmplifier",
+    "PhiZScoreMeanAmplifier",
+    "PowerLaw",
     "QRCoreError",
+    "Registry",
+    "RegistryErrors",
     "SamplingConfig",
     "SelectionResult",
     "SignalAmplifier",
@@ -52,7 +89,9 @@ __all__ = [
     "available_temperature_strategies",
     "build_amplifier",
     "build_temperature_strategy",
+    "load_calibration",
     "normal_cdf",
+    "power_law_temperatures",
     "register_amplifier",
     "register_temperature_strategy",
     "select_token",

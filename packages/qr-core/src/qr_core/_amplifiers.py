@@ -1,24 +1,11 @@
-"""Signal amplifiers: many entropy bytes in, one uniform ``u`` in (0, 1) out.
+"""Signal amplifiers: the interface, the registry and the result types.
 
-Both built-ins reduce N bytes to a statistic that is, under the null hypothesis of
-unbiased bytes, very nearly standard normal, and map it through the normal CDF.
-A small bias in every byte adds up over N bytes and moves ``u`` measurably.
-
-Sensitivity of ``zscore_bits`` versus ``zscore_mean`` to a per-bit bias: if every
-bit is 1 with probability ``1/2 + d``, the byte mean moves by
-``d * (1 + 2 + ... + 128) = 255 d``, so the mean's z moves by
-``255 d sqrt(N) / 73.90`` = ``3.45 d sqrt(N)``. The one-count over 8N bits moves by
-``8 N d`` with null standard deviation ``sqrt(2N)``, so its z moves by
-``sqrt(32 N) d`` = ``5.66 d sqrt(N)``: 1.64 times as far. Counting bits weighs every
-bit equally, which is the optimal (likelihood-ratio) statistic for an i.i.d. bit
-bias; the byte mean weighs the high bits 128 times more than the low bit and so
-wastes the low bits' evidence. For a bias that shifts whole byte values (rather
-than each bit) the byte mean is the better statistic.
+An amplifier turns many entropy bytes into one uniform ``u`` in (0, 1) and a
+signal z. The built-ins live in :mod:`qr_core._zscore`.
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +14,8 @@ from typing import ClassVar, Self, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from qr_core._config import POPULATION_STD, SamplingConfig
+from qr_core._calibration import Calibration, CalibrationBuilder
+from qr_core._config import SamplingConfig
 from qr_core._errors import QRCoreError
 from qr_core._normal import normal_cdf
 from qr_core._registry import Registry
@@ -36,8 +24,6 @@ __all__ = [
     "AmplificationResult",
     "BatchAmplificationResult",
     "SignalAmplifier",
-    "ZScoreBitsAmplifier",
-    "ZScoreMeanAmplifier",
     "available_amplifiers",
     "build_amplifier",
     "register_amplifier",
@@ -45,19 +31,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 ByteArray = npt.NDArray[np.uint8]
-
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def _byte_sums(raw: ByteArray) -> FloatArray:
-    """Exact row sums of a ``(B, N)`` uint8 array, as float64.
-
-    Summing into uint32 (exact while ``255 N < 2**32``) runs about twice as fast
-    as into int64; every such sum is below ``2**53``, so the float64 is exact.
-    """
-    acc = np.uint32 if 255 * raw.shape[1] < 2**32 else np.uint64
-    sums: FloatArray = np.add.reduce(raw, axis=1, dtype=acc).astype(np.float64)
-    return sums
 
 
 @dataclass(frozen=True)
@@ -67,9 +40,9 @@ class AmplificationResult:
     u: float
     """Uniform value in ``(eps, 1 - eps)`` that drives token selection."""
     z_score: float
-    """The statistic before the normal CDF (standard normal under the null)."""
+    """The standardised statistic, the signal (standard normal under the null)."""
     sample_mean: float
-    """Mean byte value of the input (recorded for analysis)."""
+    """Mean byte value of all N input bytes (recorded for analysis)."""
     sample_count: int
     """Number of bytes consumed (N)."""
 
@@ -106,8 +79,9 @@ def _check_sample_count(sample_count: int | None) -> int | None:
 class SignalAmplifier(ABC):
     """Turns N raw entropy bytes into a uniform ``u``.
 
-    Subclasses implement :meth:`_statistic`; validation, the normal CDF and the
-    clamp are shared.
+    A subclass implements :meth:`_statistic` (a z per row; u is then ``Phi(z)``,
+    ``u_transform = "phi"``) or overrides :meth:`_amplify` entirely, as the
+    built-ins do. Validation and the clamp are shared.
 
     Args:
         clamp_epsilon: u is clamped to ``(clamp_epsilon, 1 - clamp_epsilon)``.
@@ -115,6 +89,8 @@ class SignalAmplifier(ABC):
     """
 
     name: ClassVar[str]
+    u_transform: ClassVar[str] = "phi"
+    """How u is made: ``"randomized_pit"`` (exact under the null) or ``"phi"``."""
 
     def __init__(self, *, clamp_epsilon: float = 1e-10, sample_count: int | None = None) -> None:
         self._eps = _check_epsilon(clamp_epsilon)
@@ -130,14 +106,52 @@ class SignalAmplifier(ABC):
         """The required byte count per input, or None if any positive count is accepted."""
         return self._sample_count
 
+    @property
+    def calibration(self) -> Calibration | None:
+        """The device calibration S is standardised against, or None."""
+        return None
+
     @classmethod
     @abstractmethod
     def from_config(cls, config: SamplingConfig) -> Self:
         """Build the amplifier from a :class:`SamplingConfig`."""
 
-    @abstractmethod
+    def calibrated(self, calibration: Calibration) -> SignalAmplifier:
+        """A copy that standardises against ``calibration``.
+
+        Raises:
+            QRCoreError: This amplifier supports no calibration, or the
+                calibration was measured for another amplifier or sample count.
+        """
+        raise QRCoreError(f"amplifier {self.name!r} does not support a device calibration")
+
+    def calibration_builder(self) -> CalibrationBuilder:
+        """An accumulator of device blocks into a calibration for this amplifier.
+
+        Raises:
+            QRCoreError: This amplifier supports no calibration.
+        """
+        raise QRCoreError(f"amplifier {self.name!r} does not support a device calibration")
+
+    def integer_statistic(self, raw: ByteArray) -> npt.NDArray[np.int64]:
+        """The integer statistic S per row of a ``(B, N)`` uint8 array.
+
+        Raises:
+            QRCoreError: This amplifier has no integer statistic.
+        """
+        raise QRCoreError(f"amplifier {self.name!r} has no integer statistic")
+
     def _statistic(self, raw: ByteArray) -> tuple[FloatArray, FloatArray]:
         """Return ``(z, sample_mean)`` per row of a validated ``(B, N)`` uint8 array."""
+        raise NotImplementedError(f"{type(self).__name__} implements no _statistic")
+
+    def _amplify(self, raw: ByteArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Return ``(u, z, sample_mean)`` per row, u before the clamp."""
+        z, mean = self._statistic(raw)
+        return normal_cdf(z), z, mean
+
+    def _check_width(self, n: int) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Raise if rows of ``n`` bytes are too short for this amplifier."""
 
     def amplify(self, raw: bytes) -> AmplificationResult:
         """Amplify one byte string.
@@ -162,7 +176,8 @@ class SignalAmplifier(ABC):
 
         Raises:
             QRCoreError: If ``raw`` is not a 2-D uint8 array with N >= 1 (and
-                N == ``sample_count`` when that is set).
+                N == ``sample_count`` when that is set, N >= 9 for the built-ins'
+                randomised transform).
         """
         if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 2:
             got = (
@@ -178,8 +193,9 @@ class SignalAmplifier(ABC):
             raise QRCoreError(
                 f"raw must hold sample_count={self._sample_count} bytes per row, got {n}"
             )
-        z, mean = self._statistic(raw.astype(np.uint8, copy=False))
-        u = np.clip(normal_cdf(z), self._eps, 1.0 - self._eps)
+        self._check_width(n)
+        u, z, mean = self._amplify(raw.astype(np.uint8, copy=False))
+        np.clip(u, self._eps, 1.0 - self._eps, out=u)
         return BatchAmplificationResult(u=u, z_score=z, sample_mean=mean, sample_count=n)
 
 
@@ -206,85 +222,19 @@ def available_amplifiers() -> list[str]:
     return _AMPLIFIERS.names()
 
 
-def build_amplifier(config: SamplingConfig) -> SignalAmplifier:
+def build_amplifier(
+    config: SamplingConfig, calibration: Calibration | None = None
+) -> SignalAmplifier:
     """Instantiate ``config.signal_amplifier_type`` from ``config``.
 
+    Args:
+        config: The sampling configuration.
+        calibration: A device calibration to standardise against (see
+            :meth:`SignalAmplifier.calibrated`), or None.
+
     Raises:
-        QRCoreError: If the name is unknown or its entry point fails to load.
+        QRCoreError: If the name is unknown, its entry point fails to load, or
+            the calibration does not fit the amplifier.
     """
-    return _AMPLIFIERS.get(config.signal_amplifier_type).from_config(config)
-
-
-@register_amplifier("zscore_mean")
-class ZScoreMeanAmplifier(SignalAmplifier):
-    """z-score of the byte mean: ``z = (M - mu) / (sigma / sqrt(N))``, ``u = Phi(z)``.
-
-    Args:
-        population_mean: Null-hypothesis byte mean mu.
-        population_std: Null-hypothesis byte standard deviation sigma; the default
-            is the exact value for uniform bytes, ``sqrt((256**2 - 1) / 12)``.
-        clamp_epsilon: u is clamped to ``(eps, 1 - eps)``.
-        sample_count: If given, every input must hold exactly this many bytes.
-    """
-
-    def __init__(
-        self,
-        population_mean: float = 127.5,
-        population_std: float = POPULATION_STD,
-        clamp_epsilon: float = 1e-10,
-        *,
-        sample_count: int | None = None,
-    ) -> None:
-        super().__init__(clamp_epsilon=clamp_epsilon, sample_count=sample_count)
-        if not math.isfinite(population_mean):
-            raise QRCoreError(f"population_mean must be finite, got {population_mean!r}")
-        if not (math.isfinite(population_std) and population_std > 0):
-            raise QRCoreError(f"population_std must be finite and > 0, got {population_std!r}")
-        self._mu = float(population_mean)
-        self._sigma = float(population_std)
-
-    @classmethod
-    def from_config(cls, config: SamplingConfig) -> Self:
-        """Build from ``population_mean``, ``population_std``,
-        ``uniform_clamp_epsilon`` and ``sample_count``."""
-        return cls(
-            config.population_mean,
-            config.population_std,
-            config.uniform_clamp_epsilon,
-            sample_count=config.sample_count,
-        )
-
-    def _statistic(self, raw: ByteArray) -> tuple[FloatArray, FloatArray]:
-        n = raw.shape[1]
-        # The integer sum is exact; only the final division rounds.
-        mean = _byte_sums(raw) / n
-        z = (mean - self._mu) * math.sqrt(n) / self._sigma
-        return z, mean
-
-
-@register_amplifier("zscore_bits")
-class ZScoreBitsAmplifier(SignalAmplifier):
-    """z-score of the one-bit count: ``z = (ones - 4N) / sqrt(2N)``, ``u = Phi(z)``.
-
-    About 1.64 times as sensitive to a per-bit bias as ``zscore_mean`` at the same
-    N (see the module docstring for the derivation: ``sqrt(32) * 73.90 / 255``).
-
-    Args:
-        clamp_epsilon: u is clamped to ``(eps, 1 - eps)``.
-        sample_count: If given, every input must hold exactly this many bytes.
-    """
-
-    def __init__(self, clamp_epsilon: float = 1e-10, *, sample_count: int | None = None) -> None:
-        super().__init__(clamp_epsilon=clamp_epsilon, sample_count=sample_count)
-
-    @classmethod
-    def from_config(cls, config: SamplingConfig) -> Self:
-        """Build from ``uniform_clamp_epsilon`` and ``sample_count``."""
-        return cls(config.uniform_clamp_epsilon, sample_count=config.sample_count)
-
-    def _statistic(self, raw: ByteArray) -> tuple[FloatArray, FloatArray]:
-        n = raw.shape[1]
-        ones = _POPCOUNT[raw].sum(axis=1, dtype=np.int64)
-        z = (ones - 4 * n) / math.sqrt(2 * n)
-        mean = _byte_sums(raw) / n
-        return z.astype(np.float64), mean
+    amplifier = _AMPLIFIERS.get(config.signal_amplifier_type).from_config(config)
+    return amplifier if calibration is None else amplifier.calibrated(calibration)

@@ -84,7 +84,10 @@ def to_row_param(
 ) -> Array:
     """Broadcast a scalar or ``(rows,)`` array to a ``(rows,)`` array on ``device``.
 
-    Floats become float64, integers int64.
+    Floats become float64, integers int64. A Python scalar is filled in on the
+    device (a blocking host-to-device copy of it would wait for the device's
+    queue: a host sync); an array already on ``device`` with the target dtype is
+    used as it is, without a copy.
 
     Raises:
         QRCoreError: If ``value`` has a wrong type, dtype or shape.
@@ -95,9 +98,8 @@ def to_row_param(
         # A Python scalar would become torch's default float32; keep all its digits.
         if integer and not isinstance(value, int):
             raise QRCoreError(f"{name} must be an int, got {value!r}")
-        value = xp.asarray(
-            value, dtype=xp.int64 if isinstance(value, int) else xp.float64, device=device
-        )
+        dtype = xp.int64 if isinstance(value, int) else xp.float64
+        return xp.full((rows,), value, dtype=dtype, device=device)
     try:
         arr = xp.asarray(value, device=device)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -107,13 +109,13 @@ def to_row_param(
     if integer:
         if not xp.isdtype(arr.dtype, "integral") or xp.isdtype(arr.dtype, "bool"):
             raise QRCoreError(f"{name} must be an int or an integer array, got dtype {arr.dtype}")
-        arr = xp.astype(arr, xp.int64)
+        arr = xp.astype(arr, xp.int64, copy=False)
     else:
         if not xp.isdtype(arr.dtype, ("real floating", "integral")) or xp.isdtype(
             arr.dtype, "bool"
         ):
             raise QRCoreError(f"{name} must be a real number or real array, got dtype {arr.dtype}")
-        arr = xp.astype(arr, xp.float64)
+        arr = xp.astype(arr, xp.float64, copy=False)
     if arr.ndim == 0:
         return xp.broadcast_to(arr, (rows,))
     if arr.ndim != 1 or arr.shape[0] != rows:

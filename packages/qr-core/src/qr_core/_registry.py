@@ -1,25 +1,45 @@
 """One registry mechanism: a dict, a decorator and entry-point discovery.
 
-Built-in implementations register with the decorator when their module is
-imported; third-party ones are found through an entry-point group and loaded only
-when asked for by name, so a broken plugin cannot break unrelated lookups.
+Used by qr-core's amplifier and temperature-strategy registries and by
+qr-entropy's source registry. Built-in implementations register with the
+decorator when their module is imported (``builtins`` names modules imported on
+the first lookup); third-party ones are found through an entry-point group and
+loaded only when asked for by name, so a broken plugin cannot break unrelated
+lookups. The decorator gives the class its ``name``: a class states its name
+once.
 """
 
 from __future__ import annotations
 
+import abc
+import importlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Generic, TypeVar, cast
 
 from qr_core._errors import QRCoreError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "RegistryErrors"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S", bound=type)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryErrors:
+    """The exception classes a registry raises (each package keeps its own tree)."""
+
+    invalid: Callable[[str], Exception] = QRCoreError
+    """A bad or conflicting registration."""
+    unknown: Callable[[str], Exception] = QRCoreError
+    """A name nobody registered or advertised."""
+    load: Callable[[str], Exception] = QRCoreError
+    """An entry point that fails to load or names a wrong class."""
 
 
 class Registry(Generic[T]):
@@ -31,13 +51,33 @@ class Registry(Generic[T]):
         kind: What the registry holds, used in error messages ("amplifier").
         base: The class every registered class must derive from (``T``).
         group: The entry-point group searched for names not registered directly.
+        builtins: Modules whose import registers the built-in classes; imported
+            on the first lookup.
+        errors: The exception classes to raise.
+        unknown_hint: Appended to the unknown-name message (e.g. the setting
+            that named it).
     """
 
-    def __init__(self, kind: str, base: type, group: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        base: type,
+        group: str,
+        *,
+        builtins: Sequence[str] = (),
+        errors: RegistryErrors | None = None,
+        unknown_hint: str = "",
+    ) -> None:
         self._kind = kind
         self._base = base
         self._group = group
-        self._classes: dict[str, type[T]] = {}
+        self._builtins = tuple(builtins)
+        self._builtins_loaded = not self._builtins
+        self._lock = threading.Lock()
+        self._errors = errors or RegistryErrors()
+        self._hint = unknown_hint
+        self.classes: dict[str, type[T]] = {}
+        """Registered classes by name (prefer the decorator to writing here)."""
 
     @property
     def group(self) -> str:
@@ -47,52 +87,86 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[S], S]:
         """Return a class decorator that registers the class under ``name``.
 
-        The decorator also sets the class attribute ``name``.
+        Registering the same class twice is harmless. The decorator sets the
+        class attribute ``name`` unless the class defines a concrete ``name``
+        of its own (an abstract ``name`` of the base is filled in).
 
         Raises:
-            QRCoreError: If ``name`` is empty or already taken by another class.
+            Exception: ``errors.invalid``, if ``name`` is empty or taken by
+                another class, or the class does not derive from ``base``.
         """
-        if not name:
-            raise QRCoreError(f"{self._kind} name must be a non-empty string")
+        if not isinstance(name, str) or not name:
+            raise self._errors.invalid(
+                f"{self._kind} name must be a non-empty string, got {name!r}"
+            )
 
         def decorator(cls: S) -> S:
-            if not issubclass(cls, self._base):
-                raise QRCoreError(
-                    f"{self._kind} {name!r}: {cls.__qualname__} does not derive from "
-                    f"{self._base.__qualname__}"
+            if not (isinstance(cls, type) and issubclass(cls, self._base)):
+                raise self._errors.invalid(
+                    f"{self._kind} {name!r}: {cls!r} does not derive from {self._base.__qualname__}"
                 )
-            existing = self._classes.get(name)
+            existing = self.classes.get(name)
             if existing is not None and existing is not cls:
-                raise QRCoreError(
-                    f"{self._kind} name {name!r} is already registered to {existing.__qualname__}"
+                raise self._errors.invalid(
+                    f"{self._kind} name {name!r} is already registered to "
+                    f"{existing.__module__}.{existing.__qualname__}; cannot register "
+                    f"{cls.__module__}.{cls.__qualname__}"
                 )
-            cls.name = name  # type: ignore[attr-defined]  # every base declares ClassVar name
-            self._classes[name] = cast("type[T]", cls)
+            self._name_class(cls, name, rename=True)
+            self.classes[name] = cast("type[T]", cls)
             return cls
 
         return decorator
 
+    @staticmethod
+    def _name_class(cls: type, name: str, *, rename: bool) -> None:
+        """Set ``cls.name`` where it is missing or abstract (or a string, if ``rename``)."""
+        current = getattr(cls, "name", None)
+        abstract = getattr(current, "__isabstractmethod__", False)
+        if current is None or abstract or (rename and isinstance(current, str)):
+            cls.name = name  # type: ignore[attr-defined]  # every base declares name
+            abc.update_abstractmethods(cls)
+
+    def _load_builtins(self) -> None:
+        if self._builtins_loaded:
+            return
+        with self._lock:
+            if not self._builtins_loaded:
+                for module in self._builtins:
+                    importlib.import_module(module)
+                self._builtins_loaded = True
+
     def names(self) -> list[str]:
         """Sorted names of registered classes and of not-yet-loaded entry points."""
+        self._load_builtins()
         found = {ep.name for ep in self._entry_points()}
-        return sorted(found | self._classes.keys())
+        return sorted(found | self.classes.keys())
 
     def get(self, name: str) -> type[T]:
         """Return the class registered as ``name``, loading its entry point if needed.
 
         Raises:
-            QRCoreError: If the name is unknown (the message lists the known names)
-                or its entry point fails to load or names a wrong class.
+            Exception: ``errors.unknown`` if the name is unknown (the message
+                lists the known names); ``errors.load`` if its entry point fails
+                to load, names a wrong class, or is declared by several packages.
         """
-        cls = self._classes.get(name)
+        self._load_builtins()
+        cls = self.classes.get(name)
         if cls is not None:
             return cls
-        for ep in self._entry_points():
-            if ep.name == name:
-                return self._load(ep)
-        raise QRCoreError(
-            f"unknown {self._kind} {name!r}; known: {', '.join(self.names()) or 'none'}"
-        )
+        candidates = [ep for ep in self._entry_points() if ep.name == name]
+        if not candidates:
+            hint = f" {self._hint}" if self._hint else ""
+            raise self._errors.unknown(
+                f"unknown {self._kind} {name!r}{hint}; known: {', '.join(self.names()) or 'none'}"
+            )
+        if len({ep.value for ep in candidates}) > 1:
+            values = ", ".join(repr(ep.value) for ep in candidates)
+            raise self._errors.load(
+                f"entry point name {name!r} in group {self._group!r} is declared by "
+                f"several packages ({values}); uninstall all but one"
+            )
+        return self._load(candidates[0])
 
     def _entry_points(self) -> list[EntryPoint]:
         return list(entry_points(group=self._group))
@@ -102,12 +176,16 @@ class Registry(Generic[T]):
         try:
             loaded = ep.load()
         except Exception as exc:
-            raise QRCoreError(f"{label} failed to load: {exc!r}") from exc
+            raise self._errors.load(f"{label} failed to load: {type(exc).__name__}: {exc}") from exc
         if not (isinstance(loaded, type) and issubclass(loaded, self._base)):
-            raise QRCoreError(f"{label} is not a subclass of {self._base.__qualname__}")
-        logger.debug("loaded %s %r from %s", self._kind, ep.name, ep.value)
-        cls = cast("type[T]", loaded)
-        if not getattr(cls, "name", None):
-            cls.name = ep.name  # type: ignore[attr-defined]  # every base declares ClassVar name
-        self._classes[ep.name] = cls
-        return cls
+            raise self._errors.load(
+                f"{label} is not a subclass of {self._base.__qualname__}: {loaded!r}"
+            )
+        logger.info("loaded %s %r from %s", self._kind, ep.name, ep.value)
+        # The plugin module may have registered itself (decorator); keep that.
+        existing = self.classes.get(ep.name)
+        if existing is not None:
+            return existing
+        self._name_class(loaded, ep.name, rename=False)
+        self.classes[ep.name] = cast("type[T]", loaded)
+        return self.classes[ep.name]

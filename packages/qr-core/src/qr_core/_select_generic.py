@@ -34,7 +34,7 @@ def weight_divisor(xp: Any, t: Array, wd: Any) -> Array:
     rounds to 0 or to inf would turn ``0 / T`` or ``-inf / T`` into NaN.
     """
     fi = xp.finfo(wd)
-    return xp.clip(xp.astype(t, wd), float(fi.smallest_normal), float(fi.max))
+    return xp.clip(xp.astype(t, wd, copy=False), float(fi.smallest_normal), float(fi.max))
 
 
 def token_weights(xp: Any, x: Array, m: Array, t: Array) -> Array:
@@ -45,7 +45,8 @@ def token_weights(xp: Any, x: Array, m: Array, t: Array) -> Array:
     same weights bit for bit when they share a namespace.
     """
     wd = weight_dtype(xp, x.dtype)
-    s = xp.astype(x, wd) - xp.astype(m, wd)[:, None]
+    # copy=False: float32 logits are used as they are, not copied (B x V).
+    s = xp.astype(x, wd, copy=False) - xp.astype(m, wd, copy=False)[:, None]
     return xp.exp(s / weight_divisor(xp, t, wd)[:, None])
 
 
@@ -72,11 +73,11 @@ def select_sorted(
     c = xp.cumulative_sum(w, axis=1)
     kept_mass = c[:, -1]
 
-    below_p = xp.sum(xp.astype(c < (p * kept_mass)[:, None], xp.int64), axis=1)
+    below_p = xp.sum(c < (p * kept_mass)[:, None], axis=1, dtype=xp.int64)
     n = xp.where(p >= 1, k_eff, xp.minimum(below_p + 1, k_eff))
     c_n = xp.take_along_axis(c, (n - 1)[:, None], axis=1)[:, 0]
     target = u * c_n
-    j = xp.sum(xp.astype((c <= target[:, None]) & (pos < n[:, None]), xp.int64), axis=1)
+    j = xp.sum((c <= target[:, None]) & (pos < n[:, None]), axis=1, dtype=xp.int64)
     j = xp.minimum(j, n - 1)
 
     token = xp.take_along_axis(order, j[:, None], axis=1)[:, 0]
@@ -85,7 +86,8 @@ def select_sorted(
     # Greedy rows: the lowest id among the maximal logits (argmax takes the first).
     # Not order[:, 0]: a logit just below the maximum can round to weight 1 too.
     zero = xp.zeros_like(j)
-    token = xp.where(greedy, xp.astype(xp.argmax(x, axis=1), xp.int64), xp.astype(token, xp.int64))
+    first_max = xp.astype(xp.argmax(x, axis=1), xp.int64, copy=False)
+    token = xp.where(greedy, first_max, xp.astype(token, xp.int64, copy=False))
     rank = xp.where(greedy, zero, j)
     prob = xp.where(greedy, xp.ones_like(prob), prob)
     n = xp.where(greedy, zero + 1, n)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from qr_core._arrays import check_logits, device_of, row_max
+from qr_core._arrays import check_logits, device_of, row_max, to_row_param
 from qr_core._config import SamplingConfig
 from qr_core._errors import QRCoreError
 from qr_core._registry import Registry
@@ -26,10 +26,12 @@ __all__ = [
     "BatchTemperatureResult",
     "EDTTemperature",
     "FixedTemperature",
+    "PowerLaw",
     "TemperatureResult",
     "TemperatureStrategy",
     "available_temperature_strategies",
     "build_temperature_strategy",
+    "power_law_temperatures",
     "register_temperature_strategy",
     "shannon_entropy",
 ]
@@ -57,7 +59,7 @@ class BatchTemperatureResult:
     """Shape ``(B,)``, float64, nats."""
 
 
-def shannon_entropy(logits: Array) -> Array:
+def shannon_entropy(logits: Array, *, defer_checks: bool = False) -> Array:
     """Per-row Shannon entropy (nats) of ``softmax(logits)``, accumulated in float64.
 
     Uses ``H = ln Z - sum(w_i s_i) / Z`` with ``s = logits - max`` and ``w = exp(s)``,
@@ -82,6 +84,11 @@ def shannon_entropy(logits: Array) -> Array:
 
     Args:
         logits: ``(B, V)`` real floating array (numpy or torch).
+        defer_checks: For torch tensors: do not check the rows (that would read
+            a flag back from the device, a host sync); a row with NaN, +inf or
+            only -inf then gets a NaN entropy, and :func:`qr_core.select_tokens`
+            with ``defer_checks=True`` flags the row. numpy arrays are always
+            checked.
 
     Returns:
         ``(B,)`` float64 entropies in the namespace and on the device of ``logits``.
@@ -90,11 +97,11 @@ def shannon_entropy(logits: Array) -> Array:
         QRCoreError: For a wrong dtype/shape or a row with NaN, +inf or only -inf.
     """
     xp, x = check_logits(logits, 2)
-    m = row_max(xp, x)
     if isinstance(x, np.ndarray):
-        return _entropy_numpy(x, m)
+        return _entropy_numpy(x, row_max(xp, x))
+    m = xp.max(x, axis=1) if defer_checks else row_max(xp, x)
     wd = weight_dtype(xp, x.dtype)
-    s = xp.astype(x, wd) - xp.astype(m, wd)[:, None]
+    s = xp.astype(x, wd, copy=False) - xp.astype(m, wd, copy=False)[:, None]
     w = xp.exp(s)
     # -inf logits have weight 0; a finite stand-in keeps 0 * s from being NaN.
     s = xp.clip(s, min=float(xp.finfo(wd).min))
@@ -159,7 +166,18 @@ class TemperatureStrategy(ABC):
     def _temperatures(self, xp: Any, entropy: Array, vocab_size: int) -> Array:
         """Return ``(B,)`` float64 temperatures given the per-row entropy."""
 
-    def compute_batch(self, logits: Array, *, entropy: bool = True) -> BatchTemperatureResult:
+    def power_law(self) -> PowerLaw | None:
+        """The strategy as a :class:`PowerLaw`, if it is one (default: None).
+
+        Rows of power-law strategies with different parameters are computed
+        together by :func:`power_law_temperatures`, in the same operations
+        whatever their mix.
+        """
+        return None
+
+    def compute_batch(
+        self, logits: Array, *, entropy: bool = True, defer_checks: bool = False
+    ) -> BatchTemperatureResult:
         """Temperatures and entropies for ``(B, V)`` logits, without a host copy.
 
         Args:
@@ -169,13 +187,14 @@ class TemperatureStrategy(ABC):
                 (``uses_entropy = False``, such as ``fixed``), the entropy pass
                 over the logits is skipped and ``shannon_entropy`` is all NaN;
                 the rows are then validated by the selection instead.
+            defer_checks: See :func:`shannon_entropy`.
 
         Raises:
             QRCoreError: For a wrong dtype/shape or a row that cannot be sampled.
         """
         xp, x = check_logits(logits, 2)
         if entropy or self.uses_entropy:
-            h = shannon_entropy(x)
+            h = shannon_entropy(x, defer_checks=defer_checks)
         else:
             h = xp.full((x.shape[0],), math.nan, dtype=xp.float64, device=device_of(x))
         return BatchTemperatureResult(self._temperatures(xp, h, x.shape[1]), h)
@@ -249,6 +268,11 @@ class FixedTemperature(TemperatureStrategy):
         """Build from ``fixed_temperature``."""
         return cls(config.fixed_temperature)
 
+    def power_law(self) -> PowerLaw:
+        """``base = min_temp = max_temp = temperature``, ``exponent = 0``."""
+        t = self.temperature
+        return PowerLaw(base_temp=t, exponent=0.0, min_temp=t, max_temp=t)
+
     def _temperatures(self, xp: Any, entropy: Array, vocab_size: int) -> Array:
         return xp.full(entropy.shape, self.temperature, dtype=xp.float64, device=device_of(entropy))
 
@@ -293,10 +317,110 @@ class EDTTemperature(TemperatureStrategy):
             config.edt_base_temp, config.edt_exponent, config.edt_min_temp, config.edt_max_temp
         )
 
+    def power_law(self) -> PowerLaw:
+        """The strategy's own four parameters."""
+        return PowerLaw(self.base_temp, self.exponent, self.min_temp, self.max_temp)
+
     def _temperatures(self, xp: Any, entropy: Array, vocab_size: int) -> Array:
-        if vocab_size > 1:
-            h_norm = xp.clip(entropy / math.log(vocab_size), 0.0, 1.0)
-        else:
-            h_norm = xp.zeros_like(entropy)
-        t = self.base_temp * h_norm**self.exponent
-        return xp.clip(t, self.min_temp, self.max_temp)
+        dev = device_of(entropy)
+        law = (self.base_temp, self.exponent, self.min_temp, self.max_temp)
+        full = (xp.full(entropy.shape, v, dtype=xp.float64, device=dev) for v in law)
+        return _power_law(xp, entropy, vocab_size, *full)
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    """``T = clip(base_temp * clip(H / ln V, 0, 1) ** exponent, min_temp, max_temp)``.
+
+    ``H`` is the row's Shannon entropy in nats, ``V`` the vocabulary size
+    (``H / ln V`` is 0 for ``V = 1``). EDT is one; a fixed temperature ``t`` is
+    ``PowerLaw(t, 0, t, t)``.
+    """
+
+    base_temp: float
+    """Coefficient, finite and ``>= 0`` (0 with ``min_temp = 0`` gives T = 0: greedy)."""
+    exponent: float
+    """Power of the normalised entropy, finite and ``>= 0`` (0: no entropy needed)."""
+    min_temp: float
+    """Lower clamp, finite and ``>= 0``."""
+    max_temp: float
+    """Upper clamp, finite and ``>= min_temp``."""
+
+
+def _power_law(
+    xp: Any, h: Array, vocab: int, base: Array, exp: Array, lo: Array, hi: Array
+) -> Array:
+    """The power law of ``(B,)`` parameter arrays (arrays both ways: numpy's ``x ** 0.5``
+    with a scalar takes a square root that can differ from its ``pow`` by an ulp)."""
+    # V = 1: one token, entropy 0, and ln V = 0 must not divide.
+    h_norm = xp.clip(h / math.log(vocab), 0.0, 1.0) if vocab > 1 else xp.zeros_like(h)
+    return xp.minimum(xp.maximum(base * h_norm**exp, lo), hi)
+
+
+_LAW_FIELDS = ("base_temp", "exponent", "min_temp", "max_temp")
+
+
+def power_law_temperatures(
+    logits: Array,
+    base_temp: object,
+    exponent: object,
+    min_temp: object,
+    max_temp: object,
+    *,
+    entropy: bool = True,
+    defer_checks: bool = False,
+) -> BatchTemperatureResult:
+    """Temperatures of rows with per-row :class:`PowerLaw` parameters, in one pass.
+
+    Rows of any mix of fixed and EDT strategies take the same operations, so a
+    batch's work does not grow with the number of strategies in it (for
+    third-party strategies that are no power law, see
+    :meth:`TemperatureStrategy.compute_batch`). Results equal each strategy's
+    own :meth:`~TemperatureStrategy.compute_batch` bit for bit.
+
+    Args:
+        logits: ``(B, V)`` real floating array (numpy or torch).
+        base_temp, exponent, min_temp, max_temp: Scalars or ``(B,)`` arrays
+            (on the logits' device, to avoid copies).
+        entropy: Whether to compute the entropy; without it ``shannon_entropy``
+            is NaN, and so is the temperature of every row with ``exponent > 0``
+            (which :func:`qr_core.select_tokens` reports as non-finite).
+        defer_checks: For torch tensors: check neither the rows (see
+            :func:`shannon_entropy`) nor the parameters on the host; a row with
+            invalid parameters gets a NaN temperature instead, which
+            :func:`qr_core.select_tokens` with ``defer_checks=True`` flags. numpy
+            input is always checked.
+
+    Raises:
+        QRCoreError: For a wrong dtype/shape, a row that cannot be sampled, or
+            a parameter outside its range, naming the parameter and row.
+    """
+    xp, x = check_logits(logits, 2)
+    rows, vocab = x.shape
+    dev = device_of(x)
+    law = [
+        to_row_param(xp, v, n, rows, dev)
+        for v, n in zip((base_temp, exponent, min_temp, max_temp), _LAW_FIELDS, strict=True)
+    ]
+    defer = defer_checks and not isinstance(x, np.ndarray)
+    if entropy:
+        h = shannon_entropy(x, defer_checks=defer)
+    else:
+        h = xp.full((rows,), math.nan, dtype=xp.float64, device=dev)
+    base, exp, lo, hi = law
+    # One (4, B) check instead of four: the same operations, a quarter of the launches.
+    stacked = xp.stack(law)
+    ok = xp.isfinite(stacked) & (stacked >= 0)
+    ordered = hi >= lo
+    every = xp.all(ok, axis=0) & ordered
+    t = _power_law(xp, h, vocab, base, exp, lo, hi)
+    if defer:
+        return BatchTemperatureResult(xp.where(every, t, xp.full_like(t, math.nan)), h)
+    if not bool(xp.all(every)):  # one host read, only where nothing is deferred
+        for i, (name, values) in enumerate(zip(_LAW_FIELDS, law, strict=True)):
+            good = ok[i] & ordered if name == "max_temp" else ok[i]
+            if not bool(xp.all(good)):
+                row = int(xp.argmax(xp.astype(~good, xp.int32)))
+                want = "finite and >= min_temp" if name == "max_temp" else "finite and >= 0"
+                raise QRCoreError(f"{name} must be {want}, got {float(values[row])!r} (row {row})")
+    return BatchTemperatureResult(t, h)

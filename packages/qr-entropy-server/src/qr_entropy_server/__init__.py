@@ -14,9 +14,15 @@ from qr_entropy_server._backends import (
     load_backend,
 )
 from qr_entropy_server._errors import BackendError, EntropyServerError, ServerConfigError
-from qr_entropy_server._server import DEFAULT_MAX_BYTES, EntropyServer, ServerOptions
+from qr_entropy_server._server import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_BYTES,
+    EntropyServer,
+    ServerOptions,
+)
 
 __all__ = [
+    "DEFAULT_ADDRESS",
     "DEFAULT_MAX_BYTES",
     "BackendError",
     "EntropyBackend",

@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from grpc import aio
 
 __all__ = ["ApiKeyInterceptor"]
 
 # Load balancers and orchestrators probe health without credentials.
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+_MESSAGE = "missing or wrong API key"
 
 
-def _reject(request: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
+async def _reject(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _MESSAGE)
 
 
-def _reject_stream(request_iterator: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
+async def _reject_stream(request_iterator: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _MESSAGE)
 
 
 if TYPE_CHECKING:
-    _Interceptor = grpc.ServerInterceptor[Any, Any]
+    _Interceptor = aio.ServerInterceptor[Any, Any]
 else:  # grpc's runtime class is not generic; only the stubs are.
-    _Interceptor = grpc.ServerInterceptor
+    _Interceptor = aio.ServerInterceptor
 
 
 class ApiKeyInterceptor(_Interceptor):
@@ -43,22 +45,24 @@ class ApiKeyInterceptor(_Interceptor):
         self._key = key.encode()
         self._header = header.lower()
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         """Pass the call on when the key matches, otherwise answer UNAUTHENTICATED."""
         method: str = handler_call_details.method
         if method.startswith(_OPEN_PREFIXES):
-            return continuation(handler_call_details)
+            return await continuation(handler_call_details)
         for name, value in handler_call_details.invocation_metadata or ():
             if name == self._header:
                 given = value.encode() if isinstance(value, str) else value
                 if hmac.compare_digest(given, self._key):
-                    return continuation(handler_call_details)
+                    return await continuation(handler_call_details)
                 break
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is not None and handler.request_streaming:
             return grpc.stream_stream_rpc_method_handler(_reject_stream)
         return grpc.unary_unary_rpc_method_handler(_reject)

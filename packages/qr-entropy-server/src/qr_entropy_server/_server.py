@@ -1,110 +1,130 @@
-"""Server assembly and lifecycle: ports, TLS, health, reflection, shutdown."""
+"""Server assembly and lifecycle: ports, TLS, health, reflection, shutdown.
+
+The gRPC server is a ``grpc.aio`` server on one event loop that runs in a
+daemon thread shared by every server of the process; the caller's thread
+(the main thread of the command) only starts, waits and stops.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from concurrent import futures
-from dataclasses import dataclass
-from pathlib import Path
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import FrameType
-from typing import Any, cast
+from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 
 from qr_entropy_server._auth import ApiKeyInterceptor
-from qr_entropy_server._backends import EntropyBackend
+from qr_entropy_server._backends import EntropyBackend, device_id_of
 from qr_entropy_server._errors import ServerConfigError
-from qr_entropy_server._service import EntropyServicer
-from qr_entropy_server.proto import entropy_service_pb2 as pb2
-from qr_entropy_server.proto import entropy_service_pb2_grpc as pb2_grpc
+from qr_entropy_server._options import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_BYTES,
+    ServerOptions,
+    beyond_this_host,
+    server_credentials,
+    validate,
+)
+from qr_entropy_server._pool import BackendPool
+from qr_entropy_server._ratelog import RateLimitedLog
+from qr_entropy_server._service import SERVICE_NAME, EntropyServicer, ServiceLimits
+from qr_entropy_server._unix import UnixListener, socket_path
 
-__all__ = ["DEFAULT_MAX_BYTES", "EntropyServer", "ServerOptions"]
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_MAX_BYTES", "EntropyServer", "ServerOptions"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 1 << 20
-SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["EntropyService"].full_name
 # Room for the response's other fields and framing on top of the payload.
 _MESSAGE_OVERHEAD = 4096
+# close() gets what is left of the grace period, but never less than this.
+_MIN_CLOSE_S = 0.5
+_T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class ServerOptions:
-    """Everything the command line configures."""
-
-    address: str = "[::]:50051"
-    """``host:port`` or ``unix:///path``; port 0 picks a free port."""
-    max_workers: int = 16
-    """Worker threads; each open stream holds one for its lifetime."""
-    max_bytes: int = DEFAULT_MAX_BYTES
-    """Largest ``bytes_needed`` per request; above it RESOURCE_EXHAUSTED."""
-    api_key: str | None = None
-    """Required value of the ``api_key_header`` metadata; None: no check."""
-    api_key_header: str = "api-key"
-    """Metadata header that carries the API key."""
-    tls_cert: Path | None = None
-    """PEM certificate chain; with ``tls_key`` the port serves TLS only."""
-    tls_key: Path | None = None
-    """PEM private key of ``tls_cert``."""
-    tls_client_ca: Path | None = None
-    """PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
-    reflection: bool = False
-    """Serve gRPC server reflection (needs the ``reflection`` extra)."""
-    grace_s: float = 5.0
-    """How long shutdown waits for in-flight calls to finish."""
+_loop_lock = threading.Lock()
+_shared_loop: asyncio.AbstractEventLoop | None = None
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ServerConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from exc
+def _loop() -> asyncio.AbstractEventLoop:
+    """The event loop of every server in this process, in a daemon thread."""
+    global _shared_loop
+    with _loop_lock:
+        if _shared_loop is None:
+            _shared_loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=_shared_loop.run_forever, name="qr-entropy-server-loop", daemon=True
+            ).start()
+        return _shared_loop
 
 
-def _credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
-    if options.tls_cert is None and options.tls_key is None:
-        if options.tls_client_ca is not None:
-            raise ServerConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        return None
-    if options.tls_cert is None or options.tls_key is None:
-        raise ServerConfigError("--tls-cert and --tls-key must be given together")
-    key = _read(options.tls_key, "--tls-key")
-    cert = _read(options.tls_cert, "--tls-cert")
-    client_ca = None
-    if options.tls_client_ca is not None:
-        client_ca = _read(options.tls_client_ca, "--tls-client-ca")
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
+def _run(coro: Coroutine[Any, Any, _T], timeout_s: float | None = None) -> _T:
+    return asyncio.run_coroutine_threadsafe(coro, _loop()).result(timeout_s)
 
 
 class EntropyServer:
-    """A running entropy server: ``start()``, then ``wait()`` or ``stop()``.
+    """A running entropy server: ``start()``, then ``serve_until_signal()`` or ``stop()``.
 
     Args:
         backend: Generator of the bytes; closed by ``stop()``.
         options: Listening address, limits, credentials.
 
     Raises:
-        ServerConfigError: unreadable TLS files, the address cannot be bound,
-            or reflection requested without the extra installed.
+        ServerConfigError: invalid limits, unusable TLS files, the address
+            cannot be bound, a live server on the unix socket, or reflection
+            requested without the extra installed.
     """
 
     def __init__(self, backend: EntropyBackend, options: ServerOptions) -> None:
-        if options.max_bytes <= 0:
-            raise ServerConfigError(f"--max-bytes must be > 0, got {options.max_bytes}")
+        validate(options)
         self.options = options
         self._backend = backend
-        interceptors: list[ApiKeyInterceptor] = []
-        if options.api_key:
+        credentials = server_credentials(options)
+        self.tls = credentials is not None
+        path = socket_path(options.address)
+        self._unix = None if path is None else UnixListener(path, options.socket_mode)
+        if self._unix is not None:
+            self._unix.check_free()
+        self._warn = RateLimitedLog(logger)
+        workers = options.max_workers if getattr(backend, "thread_safe", False) else 1
+        self._pool = BackendPool(backend, workers)
+        limits = ServiceLimits(
+            max_bytes=options.max_bytes,
+            max_streams=options.max_streams,
+            stream_idle_timeout_s=options.stream_idle_timeout_s,
+            backend_timeout_s=options.backend_timeout_s,
+        )
+        self._servicer = EntropyServicer(
+            self._pool, device_id_of(backend), limits, self._warn, self._on_backend_health
+        )
+        self._healthy: bool | None = None
+        self._health_tasks: set[asyncio.Task[None]] = set()
+        self._stopped = threading.Event()
+        try:
+            port = _run(self._build(credentials))
+        except BaseException:
+            self._pool.shutdown()
+            raise
+        if self._unix is not None:
+            self.address = options.address
+        else:
+            host = options.address.rsplit(":", 1)[0]
+            self.address = f"{host}:{port}"
+
+    async def _build(self, credentials: grpc.ServerCredentials | None) -> int:
+        options = self.options
+        interceptors = []
+        if options.api_key is not None:
             interceptors.append(ApiKeyInterceptor(options.api_key, options.api_key_header))
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=options.max_workers),
-            interceptors=cast("list[grpc.ServerInterceptor[Any, Any]]", interceptors),
+        self._server = aio.server(
+            interceptors=interceptors,
             options=[
                 # A second server on the same port must fail, not share it.
                 ("grpc.so_reuseport", 0),
@@ -112,28 +132,18 @@ class EntropyServer:
                 ("grpc.max_send_message_length", options.max_bytes + _MESSAGE_OVERHEAD),
             ],
         )
-        pb2_grpc.add_EntropyServiceServicer_to_server(
-            EntropyServicer(backend, options.max_bytes), self._server
-        )
-        self._health = health.HealthServicer()
+        self._server.add_generic_rpc_handlers((self._servicer.handler(),))
+        self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if options.reflection:
             self._add_reflection()
-        credentials = _credentials(options)
+        bind = options.address if self._unix is None else f"unix://{self._unix.private}"
         try:
             if credentials is None:
-                port = self._server.add_insecure_port(options.address)
-            else:
-                port = self._server.add_secure_port(options.address, credentials)
+                return self._server.add_insecure_port(bind)
+            return self._server.add_secure_port(bind, credentials)
         except RuntimeError as exc:
             raise ServerConfigError(f"cannot listen on {options.address!r}: {exc}") from exc
-        if options.address.startswith("unix:"):
-            self.address = options.address
-        else:
-            host = options.address.rsplit(":", 1)[0]
-            self.address = f"{host}:{port}"
-        self.tls = credentials is not None
-        self._stopped = threading.Event()
 
     def _add_reflection(self) -> None:
         try:
@@ -146,22 +156,113 @@ class EntropyServer:
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self._server)
 
-    def start(self) -> None:
-        """Start serving and mark the services SERVING."""
-        self._server.start()
+    def _on_backend_health(self, ok: bool) -> None:
+        """Called on the loop after each ``generate``: flip health when the outcome changes."""
+        if ok == self._healthy:
+            return
+        if ok and self._healthy is False:
+            logger.warning("backend answers again: health SERVING")
+        elif not ok:
+            logger.warning("backend failing: health NOT_SERVING until a generate succeeds")
+        self._healthy = ok
+        task = asyncio.get_running_loop().create_task(self._publish_health())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
+    async def _publish_health(self) -> None:
+        # Reads the latest outcome when it runs, so out-of-order tasks still end right.
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._healthy
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", SERVICE_NAME):
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, status)
+
+    async def _start(self) -> None:
+        await self._server.start()
+        if self._unix is not None:
+            try:
+                self._unix.publish()
+            except BaseException:
+                await self._server.stop(0)
+                raise
+        # Health starts NOT_SERVING and turns SERVING once the backend has answered.
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._servicer.probe()
+        # Published before readiness is reported, so the first health check sees it.
+        await asyncio.gather(*self._health_tasks)
+
+    def start(self) -> None:
+        """Start serving; health turns SERVING once a first ``generate(1)`` has succeeded.
+
+        Raises:
+            ServerConfigError: another server took the unix socket path meanwhile.
+        """
+        try:
+            _run(self._start())
+        except BaseException:
+            self._pool.shutdown()
+            raise
         logger.info("serving %s on %s (tls=%s)", SERVICE_NAME, self.address, self.tls)
+        if beyond_this_host(self.address) and self.options.api_key is None and not self.tls:
+            logger.warning(
+                "listening on %s, reachable beyond this host, with neither an API key nor "
+                "TLS: anyone who reaches the port gets entropy; set QR_SERVER_API_KEY "
+                "or --tls-cert/--tls-key, or bind 127.0.0.1",
+                self.address,
+            )
+
+    async def _stop(self, grace_s: float) -> None:
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+
+    def _close_backend(self, limit_s: float) -> None:
+        """``close()`` in a daemon thread: an error is logged, a hang is abandoned."""
+        errors: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                self._backend.close()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        closer = threading.Thread(target=close, name="qr-backend-close", daemon=True)
+        closer.start()
+        closer.join(limit_s)
+        if closer.is_alive():
+            logger.warning("backend close() did not return within %.1f s; exiting anyway", limit_s)
+        elif errors:
+            exc = errors[0]
+            logger.warning(
+                "backend close() failed: %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+            )
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Refuse new calls, drain in-flight calls within the grace period, close the backend."""
+        """Refuse new calls, let in-flight calls finish within the grace period, close the backend.
+
+        Calls still running after the grace period (a hung backend) are
+        cancelled; ``close()`` then gets what is left of the grace period
+        (at least 0.5 s). Neither can keep the process from exiting.
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self._health.enter_graceful_shutdown()
         grace = self.options.grace_s if grace_s is None else grace_s
-        self._server.stop(grace).wait()
-        self._backend.close()
+        deadline = time.monotonic() + grace
+        try:
+            _run(self._stop(grace), grace + 5.0)
+        except FutureTimeout:
+            logger.warning("gRPC server did not stop within %.1f s", grace)
+        if self._unix is not None:
+            self._unix.remove()
+        self._pool.shutdown()
+        self._close_backend(max(deadline - time.monotonic(), _MIN_CLOSE_S))
+        self._warn.flush()
         logger.info("stopped")
 
     def serve_until_signal(self, ready: Callable[[str], None] | None = None) -> None:

@@ -1,82 +1,252 @@
-"""The ``qr_entropy.EntropyService`` implementation on the generated stubs."""
+"""The ``qr_entropy.EntropyService`` implementation on asyncio.
+
+An open stream is a coroutine waiting for its next request, not a thread, so
+idle streams cost memory only. Every ``generate`` runs in the backend's own
+bounded pool (:mod:`qr_entropy_server._pool`) under ``--backend-timeout``.
+Requests arrive as raw bytes and are parsed here, so that a malformed body or
+an out-of-range ``bytes_needed`` is answered INVALID_ARGUMENT with one
+rate-limited warning instead of gRPC's per-call traceback.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from grpc import aio
 
-from qr_entropy_server._backends import EntropyBackend, device_id_of
+from qr_entropy_server._errors import EntropyServerError
+from qr_entropy_server._pool import BackendPool
+from qr_entropy_server._ratelog import RateLimitedLog
+from qr_entropy_server._wire import INT32_MAX, INT32_MIN, out_of_range_bytes_needed
 from qr_entropy_server.proto import entropy_service_pb2 as pb2
-from qr_entropy_server.proto import entropy_service_pb2_grpc as pb2_grpc
 
-__all__ = ["EntropyServicer"]
+__all__ = ["SERVICE_NAME", "EntropyServicer", "ServiceLimits"]
 
 logger = logging.getLogger(__name__)
 
+SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["EntropyService"].full_name
 
-class EntropyServicer(pb2_grpc.EntropyServiceServicer):
+_Context = aio.ServicerContext[bytes, pb2.EntropyResponse]
+
+
+class _RefusedError(EntropyServerError):
+    """A call ends with this status; raised inside the servicer only."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """The per-call limits the servicer enforces (taken from the server options)."""
+
+    max_bytes: int
+    """Largest ``bytes_needed``; above it RESOURCE_EXHAUSTED."""
+    max_streams: int
+    """``StreamEntropy`` calls open at once; one more gets RESOURCE_EXHAUSTED."""
+    stream_idle_timeout_s: float | None
+    """A stream without a request for this long is closed (None: never)."""
+    backend_timeout_s: float
+    """Longest a ``generate`` may take before the call fails UNAVAILABLE."""
+
+
+class EntropyServicer:
     """Answers every request by calling the backend at that moment.
 
     Args:
-        backend: The generator of random bytes.
-        max_bytes: Largest ``bytes_needed`` one request may ask for; above it
-            the call ends with RESOURCE_EXHAUSTED.
+        pool: The backend's thread pool.
+        device_id: Reported in every response.
+        limits: Per-call limits.
+        warn: Rate-limited warnings.
+        backend_health: Called with True after a ``generate`` that succeeded
+            and False after one that failed or timed out.
     """
 
-    def __init__(self, backend: EntropyBackend, max_bytes: int) -> None:
-        self._backend = backend
-        self._max_bytes = max_bytes
-        self._device_id = device_id_of(backend)
-        # Hardware drivers are rarely re-entrant; serialise unless told otherwise.
-        self._lock: AbstractContextManager[object] = (
-            nullcontext() if getattr(backend, "thread_safe", False) else threading.Lock()
+    def __init__(
+        self,
+        pool: BackendPool,
+        device_id: str,
+        limits: ServiceLimits,
+        warn: RateLimitedLog,
+        backend_health: Callable[[bool], None],
+    ) -> None:
+        self._pool = pool
+        self._device_id = device_id
+        self._limits = limits
+        self._warn = warn
+        self._backend_health = backend_health
+        self.open_streams = 0
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        """The generic handler that serves both methods (requests arrive unparsed)."""
+        serialize = pb2.EntropyResponse.SerializeToString
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "GetEntropy": grpc.unary_unary_rpc_method_handler(
+                    self.get_entropy, response_serializer=serialize
+                ),
+                "StreamEntropy": grpc.stream_stream_rpc_method_handler(
+                    self.stream_entropy, response_serializer=serialize
+                ),
+            },
         )
 
-    def _answer(
-        self, request: pb2.EntropyRequest, context: grpc.ServicerContext
-    ) -> pb2.EntropyResponse:
-        n = request.bytes_needed
-        if n <= 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bytes_needed must be > 0, got {n}")
-        if n > self._max_bytes:
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"bytes_needed={n} exceeds this server's --max-bytes={self._max_bytes}",
-            )
+    def _parse(self, payload: bytes) -> pb2.EntropyRequest:
         try:
-            with self._lock:
-                data = self._backend.generate(n)
-                generated_ns = time.time_ns()
+            request = pb2.EntropyRequest.FromString(payload)
+        except DecodeError as exc:
+            self._warn.warning(
+                "malformed-request",
+                "malformed EntropyRequest (%d bytes) answered INVALID_ARGUMENT: %s",
+                len(payload),
+                exc,
+                exc=exc,
+            )
+            raise _RefusedError(
+                grpc.StatusCode.INVALID_ARGUMENT, "malformed EntropyRequest: cannot be parsed"
+            ) from exc
+        wide = out_of_range_bytes_needed(payload)
+        if wide is not None:
+            self._warn.warning(
+                "bytes-needed-range",
+                "EntropyRequest with bytes_needed=%d outside int32 answered INVALID_ARGUMENT",
+                wide,
+            )
+            raise _RefusedError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"bytes_needed={wide} is outside int32 [{INT32_MIN}, {INT32_MAX}]",
+            )
+        return request
+
+    async def _generate(self, n: int) -> tuple[bytes, int]:
+        """Call the backend; any misbehaviour becomes a refusal (no bytes leave)."""
+        try:
+            data, stamped = await self._pool.generate(n, self._limits.backend_timeout_s)
+        except TimeoutError:
+            self._backend_health(False)
+            limit = self._limits.backend_timeout_s
+            self._warn.warning(
+                "backend-timeout",
+                "backend %s did not return %d bytes within --backend-timeout=%g s",
+                self._device_id,
+                n,
+                limit,
+            )
+            raise _RefusedError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"backend did not answer within --backend-timeout={limit:g} s",
+            ) from None
         except Exception as exc:
-            logger.exception("backend %s failed to generate %d bytes", self._device_id, n)
-            context.abort(grpc.StatusCode.INTERNAL, f"backend failed: {type(exc).__name__}")
+            self._backend_health(False)
+            name = type(exc).__name__
+            self._warn.warning(
+                f"backend-error:{name}",
+                "backend %s failed to generate %d bytes: %s: %s",
+                self._device_id,
+                n,
+                name,
+                exc,
+                exc=exc,
+            )
+            raise _RefusedError(grpc.StatusCode.INTERNAL, f"backend failed: {name}") from exc
+        if not isinstance(data, bytes | bytearray):
+            self._backend_health(False)
+            kind = type(data).__name__
+            self._warn.warning(
+                "backend-type", "backend %s returned %s, not bytes", self._device_id, kind
+            )
+            raise _RefusedError(grpc.StatusCode.INTERNAL, f"backend returned {kind}, not bytes")
         if len(data) != n:
-            context.abort(
+            self._backend_health(False)
+            self._warn.warning(
+                "backend-length",
+                "backend %s returned %d bytes, %d were requested",
+                self._device_id,
+                len(data),
+                n,
+            )
+            raise _RefusedError(
                 grpc.StatusCode.INTERNAL,
                 f"backend returned {len(data)} bytes, {n} were requested",
             )
+        self._backend_health(True)
+        return bytes(data), stamped
+
+    async def _answer(self, payload: bytes) -> pb2.EntropyResponse:
+        request = self._parse(payload)
+        n = request.bytes_needed
+        if n <= 0:
+            raise _RefusedError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"bytes_needed must be > 0, got {n}"
+            )
+        if n > self._limits.max_bytes:
+            raise _RefusedError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"bytes_needed={n} exceeds this server's --max-bytes={self._limits.max_bytes}",
+            )
+        data, stamped = await self._generate(n)
         logger.debug("seq=%d: %d bytes from %s", request.sequence_id, n, self._device_id)
         return pb2.EntropyResponse(
             data=data,
             sequence_id=request.sequence_id,
-            generation_timestamp_ns=generated_ns,
+            generation_timestamp_ns=stamped,
             device_id=self._device_id,
         )
 
-    def GetEntropy(  # noqa: N802 - name fixed by the proto
-        self, request: pb2.EntropyRequest, context: grpc.ServicerContext
-    ) -> pb2.EntropyResponse:
-        """Answer one request with one response."""
-        return self._answer(request, context)
+    async def probe(self) -> bool:
+        """One ``generate(1)`` (bytes discarded) to learn whether the backend answers."""
+        try:
+            await self._generate(1)
+        except _RefusedError:
+            return False
+        return True
 
-    def StreamEntropy(  # noqa: N802 - name fixed by the proto
-        self, request_iterator: Iterator[pb2.EntropyRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb2.EntropyResponse]:
-        """Answer each request as it arrives; the call ends when the client half-closes."""
-        for request in request_iterator:
-            yield self._answer(request, context)
+    async def get_entropy(self, payload: bytes, context: _Context) -> pb2.EntropyResponse:
+        """``GetEntropy``: one request, one response."""
+        try:
+            return await self._answer(payload)
+        except _RefusedError as refusal:
+            await context.abort(refusal.code, refusal.details)
+
+    async def stream_entropy(
+        self, request_iterator: AsyncIterator[bytes], context: _Context
+    ) -> AsyncIterator[pb2.EntropyResponse]:
+        """``StreamEntropy``: answer each request as it arrives, until the client half-closes."""
+        limit = self._limits.max_streams
+        if self.open_streams >= limit:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server already has {self.open_streams} open streams, its "
+                f"--max-streams limit; close one, or use GetEntropy",
+            )
+        self.open_streams += 1
+        idle_s = self._limits.stream_idle_timeout_s
+        requests = aiter(request_iterator)
+        try:
+            while True:
+                try:
+                    payload = await asyncio.wait_for(anext(requests), idle_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"stream closed: no request for {idle_s:g} s "
+                        "(--stream-idle-timeout); open a new stream",
+                    )
+                try:
+                    response = await self._answer(payload)
+                except _RefusedError as refusal:
+                    await context.abort(refusal.code, refusal.details)
+                yield response
+        finally:
+            self.open_streams -= 1

@@ -6,11 +6,17 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from qr_entropy_server._backends import BUILTIN_BACKENDS, load_backend
-from qr_entropy_server._errors import EntropyServerError
-from qr_entropy_server._server import DEFAULT_MAX_BYTES, EntropyServer, ServerOptions
+from qr_entropy_server._errors import EntropyServerError, ServerConfigError
+from qr_entropy_server._server import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_BYTES,
+    EntropyServer,
+    ServerOptions,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -18,6 +24,28 @@ logger = logging.getLogger("qr_entropy_server")
 
 READY_PREFIX = "qr-entropy-server listening on "
 API_KEY_ENV = "QR_SERVER_API_KEY"
+_DEFAULTS = ServerOptions()
+
+
+def _typed(convert: Callable[[str], object], what: str) -> Callable[[str], object]:
+    """An argparse type that names an empty value (an unset ``${VAR}`` in a unit file)."""
+
+    def parse(text: str) -> object:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"empty value; give {what} or leave the flag out (an unset variable "
+                "in a systemd unit or a script expands to nothing)"
+            )
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+    return parse
+
+
+def _octal(text: str) -> int:
+    return int(text, 8)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,23 +57,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend",
         default="urandom",
+        type=_typed(str, "a backend name"),
         help=f"{' | '.join(BUILTIN_BACKENDS)} | module:Class of your hardware (default: urandom)",
     )
-    parser.add_argument("--port", type=int, default=50051, help="TCP port on all interfaces")
     parser.add_argument(
-        "--address", default=None, help="host:port or unix:///path (overrides --port)"
+        "--port", type=_typed(int, "a port number"), default=50051, help="TCP port on 127.0.0.1"
     )
-    parser.add_argument("--max-workers", type=int, default=16, help="worker threads (16)")
+    parser.add_argument(
+        "--address",
+        default=None,
+        type=_typed(str, "host:port or unix:///path"),
+        help=f"host:port or unix:///path (overrides --port; default {DEFAULT_ADDRESS}); "
+        "0.0.0.0:PORT or [::]:PORT serves other hosts",
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=_typed(int, "a whole number"),
+        default=_DEFAULTS.max_workers,
+        help="threads that run a thread-safe backend's generate (16; others get one)",
+    )
     parser.add_argument(
         "--max-bytes",
-        type=int,
+        type=_typed(int, "a whole number"),
         default=DEFAULT_MAX_BYTES,
         help=f"largest bytes_needed per request ({DEFAULT_MAX_BYTES}); above: RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=_typed(int, "a whole number"),
+        default=_DEFAULTS.max_streams,
+        help=f"open streams at once ({_DEFAULTS.max_streams}); beyond: RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--stream-idle-timeout",
+        type=_typed(float, "a number of seconds"),
+        default=None,
+        help="close a stream that sends no request for this many seconds (default: never)",
+    )
+    parser.add_argument(
+        "--backend-timeout",
+        type=_typed(float, "a number of seconds"),
+        default=_DEFAULTS.backend_timeout_s,
+        help="fail a generate slower than this and turn health NOT_SERVING "
+        f"({_DEFAULTS.backend_timeout_s:g})",
+    )
+    parser.add_argument(
+        "--socket-mode",
+        type=_typed(_octal, "octal permission bits such as 660"),
+        default=None,
+        help="permission bits of the unix socket file, e.g. 660 (default: from the umask)",
     )
     parser.add_argument("--reflection", action="store_true", help="serve gRPC reflection")
     parser.add_argument(
         "--api-key",
-        default=os.environ.get(API_KEY_ENV) or None,
+        default=None,
         help=f"require this key in the call metadata (default: ${API_KEY_ENV}, which keeps "
         "the key out of the process list)",
     )
@@ -56,10 +121,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-client-ca", type=Path, default=None, help="PEM CA: require client certificates"
     )
     parser.add_argument(
-        "--grace", type=float, default=5.0, help="seconds to drain in-flight calls (5)"
+        "--grace",
+        type=_typed(float, "a number of seconds"),
+        default=_DEFAULTS.grace_s,
+        help="seconds to drain in-flight calls on SIGTERM/SIGINT (5)",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="-v info, -vv debug and tracebacks"
+    )
     return parser
+
+
+def _api_key(flag: str | None) -> str | None:
+    """The key from ``--api-key`` or the environment; an empty one is an error, not 'off'."""
+    if flag is not None:
+        if not flag.strip():
+            raise ServerConfigError(
+                "--api-key is empty; give a key, or leave the flag out to serve without one"
+            )
+        return flag
+    value = os.environ.get(API_KEY_ENV)
+    if value is not None and not value.strip():
+        raise ServerConfigError(
+            f"{API_KEY_ENV} is set but empty; give it a key, or unset it to serve without one"
+        )
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,29 +159,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = ServerOptions(
-        address=args.address or f"[::]:{args.port}",
-        max_workers=args.max_workers,
-        max_bytes=args.max_bytes,
-        api_key=args.api_key or None,
-        api_key_header=args.api_key_header,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        reflection=args.reflection,
-        grace_s=args.grace,
-    )
     try:
+        options = ServerOptions(
+            address=args.address or f"127.0.0.1:{args.port}",
+            max_workers=args.max_workers,
+            max_bytes=args.max_bytes,
+            max_streams=args.max_streams,
+            stream_idle_timeout_s=args.stream_idle_timeout,
+            backend_timeout_s=args.backend_timeout,
+            socket_mode=args.socket_mode,
+            api_key=_api_key(args.api_key),
+            api_key_header=args.api_key_header,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            reflection=args.reflection,
+            grace_s=args.grace,
+        )
         backend = load_backend(args.backend)
         try:
             server = EntropyServer(backend, options)
         except BaseException:
             backend.close()
             raise
+        server.serve_until_signal(lambda address: print(f"{READY_PREFIX}{address}", flush=True))
     except EntropyServerError as exc:
         print(f"qr-entropy-server: error: {exc}", file=sys.stderr)
         return 2
-    server.serve_until_signal(lambda address: print(f"{READY_PREFIX}{address}", flush=True))
     return 0
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qr_entropy.__about__ import __version__
+from qr_entropy._arms import ArmSources, SourcesSettings, load_sources, parse_sources
 from qr_entropy._build import build_source
 from qr_entropy._config import QR_SETTINGS_CONFIG, EntropyConfig, FallbackMode, GrpcMode
+from qr_entropy._env import QRSettings, SettingsError
 from qr_entropy._exceptions import (
     ByteCountError,
     ConfigError,
@@ -51,6 +53,7 @@ __all__ = [
     "ENTROPY_SOURCES",
     "ENTRY_POINT_GROUP",
     "QR_SETTINGS_CONFIG",
+    "ArmSources",
     "ByteCountError",
     "ConfigError",
     "EntropyConfig",
@@ -62,10 +65,13 @@ __all__ = [
     "GrpcMode",
     "MockUniformSource",
     "QREntropyError",
+    "QRSettings",
     "QuantumGrpcSource",
     "RegistryError",
+    "SettingsError",
     "ShamEntropySource",
     "SourceLoadError",
+    "SourcesSettings",
     "SystemEntropySource",
     "TimingNoiseSource",
     "UnknownSourceError",
@@ -74,6 +80,8 @@ __all__ = [
     "available_sources",
     "build_source",
     "get_source_class",
+    "load_sources",
+    "parse_sources",
     "register_entropy_source",
     "settings_table",
 ]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from qr_entropy._env import QRSettings
 
 __all__ = ["QR_SETTINGS_CONFIG", "EntropyConfig", "FallbackMode", "GrpcMode"]
 
@@ -30,7 +32,7 @@ package declares only its own fields and they all read the environment alike;
 """
 
 
-class EntropyConfig(BaseSettings):
+class EntropyConfig(QRSettings):
     """Where entropy comes from and how the transport behaves.
 
     Each field is read from the environment variable ``QR_<FIELD NAME IN UPPER
@@ -147,8 +149,34 @@ class EntropyConfig(BaseSettings):
         ge=0,
         description="Simulated latency of the `sham` source, in milliseconds.",
     )
+    calibration_path: str = Field(
+        default="",
+        description=(
+            "Device calibration JSON written by `qr-entropy calibrate` (empty: none); the "
+            "amplifier standardises against it and `qr-entropy check` tests drift from it."
+        ),
+    )
     grpc_max_request_bytes: int = Field(
         default=1_048_576,
         ge=1,
+        # gRPC message lengths are int32: the reply (bytes + framing) must stay below 2 GiB.
+        le=1 << 30,
         description="Largest byte count per gRPC request; larger fetches are split.",
     )
+    grpc_response_layout: str = Field(
+        default="qr_entropy",
+        min_length=1,
+        description=(
+            "Which response field holds what: `qr_entropy`, `qrng`, `bytes_only`, or a map "
+            "such as `data=1,sequence_id=2,timestamp_us=3,device_id=4`."
+        ),
+    )
+
+    @field_validator("grpc_response_layout")
+    @classmethod
+    def _check_layout(cls, value: str) -> str:
+        # Imported here: the grpc package imports this module.
+        from qr_entropy.grpc._layout import parse_layout
+
+        parse_layout(value)
+        return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 
 from qr_entropy._exceptions import EntropyUnavailableError
 from qr_entropy._fetch import EntropyFetch
@@ -83,8 +84,9 @@ class FallbackEntropySource(EntropySource):
             n: Number of bytes, ``n >= 1``.
 
         Returns:
-            The primary's fetch, or the fallback's with ``fallback=True`` and
-            ``fallback_reason`` set.
+            The primary's fetch, or the fallback's with ``fallback=True``,
+            ``fallback_reason`` set and ``requested_ns`` the time this fetch was
+            requested (before the primary was tried).
 
         Raises:
             ByteCountError: ``n`` is not a positive integer.
@@ -92,6 +94,8 @@ class FallbackEntropySource(EntropySource):
                 fallback, or the fallback failed too.
         """
         check_byte_count(n)
+        # The fetch was requested now, however long the primary takes to fail.
+        requested_ns = time.time_ns()
         try:
             result = self._primary.fetch(n)
         except EntropyUnavailableError as exc:
@@ -100,7 +104,10 @@ class FallbackEntropySource(EntropySource):
             if self._fallback is None:
                 raise
             result = dataclasses.replace(
-                self._fallback.fetch(n), fallback=True, fallback_reason=reason
+                self._fallback.fetch(n),
+                requested_ns=requested_ns,
+                fallback=True,
+                fallback_reason=reason,
             )
             with self._lock:
                 self._fallback_fetches += 1

@@ -24,10 +24,12 @@ class EntropyFetch:
     sequence_id: int | None
     """Request sequence id for sources that number requests (gRPC), else ``None``."""
     requested_ns: int
-    """When the fetch was requested."""
-    generated_ns: int
-    """When the bytes were generated: the server's ``generation_timestamp_ns``, or
-    for local sources the time right after generation."""
+    """When the fetch was requested; for a fallback fetch, when the fetch was
+    requested of the primary (not when the fallback ran)."""
+    generated_ns: int | None
+    """When the bytes were generated: the server's timestamp (converted to ns), or
+    for local sources the time right after generation; ``None`` when the server
+    does not say (its response layout has no timestamp): never invented."""
     received_ns: int
     """When the bytes were in the caller's hands."""
     fallback: bool = False

@@ -7,14 +7,18 @@ per-request ``qr_*`` keys (``SamplingParams.extra_args`` offline,
 ``"vllm_xargs"`` over HTTP).
 """
 
+from typing import TYPE_CHECKING
+
 from qr_vllm.__about__ import __version__
 from qr_vllm._config import AdapterConfig, RequestPlan, resolve_request
 from qr_vllm._engine_guard import check_engine
 from qr_vllm._errors import QRParamsError, QRVllmError, UnsupportedEngineError
-from qr_vllm._processor import QRSamplingLogitsProcessor
 from qr_vllm._settings import RecordSettings, SamplingSettings
 from qr_vllm._step import StepTimings
 from qr_vllm._tiny_model import TinyModelSpec, build_tiny_model
+
+if TYPE_CHECKING:
+    from qr_vllm._processor import QRSamplingLogitsProcessor
 
 __all__ = [
     "AdapterConfig",
@@ -32,3 +36,13 @@ __all__ = [
     "check_engine",
     "resolve_request",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: vLLM logs at import time, and the demo must be
+    # able to send those messages to its log file before they are written.
+    if name == "QRSamplingLogitsProcessor":
+        from qr_vllm._processor import QRSamplingLogitsProcessor
+
+        return QRSamplingLogitsProcessor
+    raise AttributeError(f"module 'qr_vllm' has no attribute {name!r}")

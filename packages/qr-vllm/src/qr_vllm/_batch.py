@@ -9,7 +9,7 @@ explicit removal. Both feed the same :class:`BatchState`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,7 +20,7 @@ from qr_vllm._settings import SamplingSettings
 if TYPE_CHECKING:
     from vllm import SamplingParams
 
-__all__ = ["BatchState", "Slot", "plan_for_params"]
+__all__ = ["ARM_KEY", "BatchState", "Slot", "arm_for_params", "plan_for_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,29 @@ class Slot:
         sampled: Tokens this processor has sampled for the request.
         position: Index of the token being sampled, set before each step by
             Model Runner V2 (from its sequence lengths), else ``None``.
+        arm: The experiment arm (``qr_entropy_source``) whose source supplies
+            the request's entropy, or ``None`` for the default source.
+        added_len: Length of ``output_ids`` when the request entered this
+            slot (a request resumed after preemption brings its earlier tokens).
     """
 
     plan: RequestPlan
     output_ids: list[int] | None
     sampled: int = field(default=0)
     position: int | None = field(default=None)
+    arm: str | None = field(default=None)
+    added_len: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.added_len = len(self.output_ids) if self.output_ids is not None else 0
+
+    @property
+    def decoding(self) -> bool:
+        """Whether the request's prefill in this slot is done, so that vLLM keeps
+        every row's token: a kept token has grown ``output_ids`` since the slot
+        was taken, or the runner passes only token-producing rows (no
+        ``output_ids``; see :mod:`qr_vllm._emitted`)."""
+        return self.output_ids is None or len(self.output_ids) > self.added_len
 
     @property
     def token_index(self) -> int:
@@ -62,17 +79,52 @@ class Slot:
         return self.sampled
 
 
+ARM_KEY = "qr_entropy_source"
+"""Per-request key naming the experiment arm (a ``QR_SOURCES`` name) of a request."""
+
+
+def arm_for_params(params: SamplingParams, arms: Collection[str]) -> str | None:
+    """Return the arm a request names with ``qr_entropy_source``, or ``None``.
+
+    Args:
+        params: The request's sampling parameters.
+        arms: The configured arm names (``QR_SOURCES``).
+
+    Raises:
+        QRParamsError: The value is not a string naming a configured arm; the
+            message lists the configured names.
+    """
+    extra = params.extra_args or {}
+    if ARM_KEY not in extra:
+        return None
+    value = extra[ARM_KEY]
+    if isinstance(value, str) and value in arms:
+        return value
+    if not arms:
+        raise QRParamsError(
+            f"{ARM_KEY}={value!r} names an experiment arm, but none is configured "
+            "(set QR_SOURCES on the server); allowed: leave qr_entropy_source unset"
+        )
+    raise QRParamsError(
+        f"unknown {ARM_KEY}={value!r}; allowed: one of the configured arms (QR_SOURCES): "
+        + ", ".join(repr(a) for a in sorted(arms))
+    )
+
+
 def plan_for_params(base: SamplingSettings, params: SamplingParams) -> RequestPlan | None:
     """Resolve a request's settings; ``None`` when it is not qr-sampled.
 
     A request is handed to vLLM's own sampling when it opts out with
     ``qr_enabled = false`` or asks for greedy decoding (``temperature = 0``).
+    The arm key (``qr_entropy_source``) is left to :func:`arm_for_params`.
 
     Raises:
         QRParamsError: Invalid ``qr_*`` keys, or ``qr_enabled = true``
             together with ``temperature = 0``.
     """
     extra = params.extra_args or {}
+    if ARM_KEY in extra:
+        extra = {k: v for k, v in extra.items() if k != ARM_KEY}
     settings = resolve_request(base, extra)
     if params.temperature < _GREEDY_EPS:
         if "qr_enabled" in extra and settings.enabled:
@@ -94,13 +146,15 @@ _GREEDY_EPS = 1e-5
 class BatchState:
     """Maps persistent-batch slots to the qr-sampled requests in them."""
 
-    def __init__(self, base: SamplingSettings) -> None:
+    def __init__(self, base: SamplingSettings, arms: Collection[str] = ()) -> None:
         """Create an empty state.
 
         Args:
             base: Server-wide sampling defaults that requests override.
+            arms: The configured experiment arms a request may name.
         """
         self._base = base
+        self._arms = frozenset(arms)
         self._slots: dict[int, Slot] = {}
 
     @property
@@ -129,7 +183,8 @@ class BatchState:
         if plan is None:
             self._slots.pop(index, None)
             return False
-        self._slots[index] = Slot(plan=plan, output_ids=output_ids)
+        arm = arm_for_params(params, self._arms)
+        self._slots[index] = Slot(plan=plan, output_ids=output_ids, arm=arm)
         return True
 
     def remove(self, index: int) -> None:

@@ -8,22 +8,25 @@ its effective :class:`RequestPlan`, validated against the same declarations.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from qr_core import SamplingConfig
+from qr_core import Calibration, QRCoreError, SamplingConfig, build_amplifier, load_calibration
 from qr_core.records import config_hash
-from qr_entropy import ConfigError, EntropyConfig, apply_overrides
+from qr_entropy import ConfigError, EntropyConfig, SourcesSettings, apply_overrides, load_sources
 from qr_vllm._errors import QRParamsError
 from qr_vllm._settings import CORE_FIELDS, RecordSettings, SamplingSettings
 
 __all__ = ["AdapterConfig", "RequestPlan", "resolve_request"]
 
 # Keys that only the environment may set; a request naming one gets a 400.
-_FORBIDDEN: frozenset[str] = frozenset(EntropyConfig.model_fields) | frozenset(
-    RecordSettings.model_fields
+_FORBIDDEN: frozenset[str] = (
+    frozenset(EntropyConfig.model_fields)
+    | frozenset(RecordSettings.model_fields)
+    | frozenset(SourcesSettings.model_fields)
 )
 
 
@@ -35,11 +38,17 @@ class AdapterConfig:
         entropy: Entropy source and transport (``QR_ENTROPY_SOURCE_TYPE``, ``QR_GRPC_*``...).
         sampling: Server-wide sampling defaults (``QR_TOP_K``, ``QR_LOG_LEVEL``...).
         records: Record sinks (``QR_RECORD_PATH``, ``QR_DIAGNOSTIC_BUFFER_SIZE``...).
+        sources: Experiment arms by name (``QR_SOURCES``), each a complete
+            entropy configuration; empty when the engine has one source.
+        calibration: The device calibration of ``QR_CALIBRATION_PATH``, or
+            ``None``; checked at start against the sampling defaults.
     """
 
     entropy: EntropyConfig
     sampling: SamplingSettings
     records: RecordSettings
+    sources: Mapping[str, EntropyConfig] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     @classmethod
     def from_env(cls) -> AdapterConfig:
@@ -49,9 +58,46 @@ class AdapterConfig:
             QRParamsError: A variable holds a value its field does not accept.
         """
         try:
-            return cls(EntropyConfig(), SamplingSettings(), RecordSettings())
+            entropy = EntropyConfig()
+            config = cls(entropy, SamplingSettings(), RecordSettings(), load_sources(entropy))
         except ValueError as exc:
             raise QRParamsError(f"invalid QR_* environment setting: {exc}") from exc
+        if not entropy.calibration_path:
+            return config
+        return dataclasses.replace(config, calibration=_load_calibration(config))
+
+
+def _load_calibration(config: AdapterConfig) -> Calibration:
+    """Load ``QR_CALIBRATION_PATH`` and check it against the sampling defaults.
+
+    Raises:
+        QRParamsError: The file is unreadable or damaged, was measured for another
+            amplifier or sample count (the message names both values), or arms
+            (``QR_SOURCES``) are configured: one calibration describes one device.
+    """
+    path = config.entropy.calibration_path
+    if config.sources:
+        raise QRParamsError(
+            f"QR_CALIBRATION_PATH={path!r} cannot be combined with QR_SOURCES arms "
+            f"({', '.join(config.sources)}): a calibration describes one device"
+        )
+    try:
+        calibration = load_calibration(path)
+        build_amplifier(config.sampling.to_core(), calibration)
+    except QRCoreError as exc:
+        raise QRParamsError(f"QR_CALIBRATION_PATH: {exc}") from exc
+    return calibration
+
+
+def calibrated_hash(digest: str, calibration: Calibration | None) -> str:
+    """The records' ``config_hash``: the sampling settings' hash, and the calibration's.
+
+    Uncalibrated, this is ``digest`` unchanged; calibrated, a hash of both, so
+    that records standardised against different calibrations never share a hash.
+    """
+    if calibration is None:
+        return digest
+    return config_hash({"sampling": digest, "calibration_sha256": calibration.sha256})
 
 
 @dataclass(frozen=True)

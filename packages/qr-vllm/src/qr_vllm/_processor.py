@@ -24,7 +24,8 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -38,13 +39,14 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
     LogitsProcessor as V2LogitsProcessor,
 )
 
+from qr_core import Calibration, QRCoreError, build_amplifier
 from qr_core.records import TokenSamplingRecord
-from qr_entropy import EntropyFetch, build_source
-from qr_vllm._batch import BatchState, Slot, plan_for_params
+from qr_entropy import ArmSources, EntropyFetch
+from qr_vllm._batch import BatchState, Slot, arm_for_params, plan_for_params
 from qr_vllm._config import AdapterConfig
 from qr_vllm._engine_guard import check_engine
-from qr_vllm._errors import UnsupportedEngineError
-from qr_vllm._records import RecordRouter
+from qr_vllm._errors import QRParamsError, UnsupportedEngineError
+from qr_vllm._records import RecordRouter, warn_if_records_can_be_lost, writer_id_for
 from qr_vllm._settings import SamplingSettings
 from qr_vllm._step import StepSampler, StepTimings
 from qr_vllm._tp import tensor_parallel_broadcast
@@ -68,6 +70,9 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
 
     _lock: ClassVar[threading.Lock] = threading.Lock()
     _base: ClassVar[SamplingSettings | None] = None
+    # Arm names (QR_SOURCES) that requests may choose; set together with _base.
+    _arms: ClassVar[tuple[str, ...]] = ()
+    _calibration: ClassVar[Calibration | None] = None
     _live: ClassVar[weakref.WeakSet[QRSamplingLogitsProcessor]] = weakref.WeakSet()
 
     def __init__(self, vllm_config: VllmConfig, *args: Any) -> None:
@@ -102,28 +107,42 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
             check_engine(vllm_config)
         with QRSamplingLogitsProcessor._lock:
             QRSamplingLogitsProcessor._base = self.config.sampling
-        self._state = BatchState(self.config.sampling)
+            QRSamplingLogitsProcessor._arms = tuple(self.config.sources)
+            QRSamplingLogitsProcessor._calibration = self.config.calibration
+        self._state = BatchState(self.config.sampling, self.config.sources)
         broadcast = tensor_parallel_broadcast(vllm_config)
         self._is_source = broadcast is None or broadcast.is_source
-        # Only the rank that fetches entropy opens a source and writes records.
-        self._source = build_source(self.config.entropy) if self._is_source else None
-        self._router = RecordRouter(self.config.records) if self._is_source else None
+        # Only the rank that fetches entropy opens sources and writes records.
+        self._sources = (
+            ArmSources.build(self.config.entropy, self.config.sources) if self._is_source else None
+        )
+        self.writer_id = writer_id_for(vllm_config)
+        self._router = (
+            RecordRouter(self.config.records, self.writer_id) if self._is_source else None
+        )
+        if self._router is not None and self._router.file is not None:
+            warn_if_records_can_be_lost(vllm_config, self.runner)
         self._sampler = StepSampler(
             self._fetch,
             self._emit,
+            fetch_many=self._fetch_many,
             wants_records=self._wants_records,
             record_raw_bytes=self.config.records.record_raw_bytes,
             broadcast=broadcast,
+            writer_id=self.writer_id,
+            calibration=self.config.calibration,
         )
         self._closed = False
         QRSamplingLogitsProcessor._live.add(self)
         atexit.register(_close_quietly, weakref.ref(self))
         logger.info(
-            "qr sampling active: model runner %s, entropy source %r, fallback %r, records %s",
+            "qr sampling active: model runner %s, entropy source %r, fallback %r, records %s, "
+            "arms %s",
             self.runner,
             self.config.entropy.entropy_source_type,
             self.config.entropy.fallback_mode,
             self.config.records.record_path or "(no file)",
+            {n: c.entropy_source_type for n, c in self.config.sources.items()} or "(none)",
         )
 
     # ------------------------------------------------------------------ both runners
@@ -135,15 +154,32 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         Raises:
             QRParamsError: (a ``ValueError``) naming the key and the allowed values.
         """
-        plan_for_params(cls._base_settings(), sampling_params)
+        plan = plan_for_params(cls._base_settings(), sampling_params)
+        arm_for_params(sampling_params, cls._arm_names())
+        calibration = cls._calibration
+        if plan is not None and calibration is not None:
+            try:
+                build_amplifier(plan.core, calibration)
+            except QRCoreError as exc:
+                # A request may not change what the calibration was measured for.
+                raise QRParamsError(f"with QR_CALIBRATION_PATH set: {exc}") from None
 
     @classmethod
     def _base_settings(cls) -> SamplingSettings:
         with cls._lock:
             if cls._base is None:
                 # The API server process validates requests but never builds a processor.
-                cls._base = AdapterConfig.from_env().sampling
+                config = AdapterConfig.from_env()
+                cls._base = config.sampling
+                cls._arms = tuple(config.sources)
+                cls._calibration = config.calibration
             return cls._base
+
+    @classmethod
+    def _arm_names(cls) -> tuple[str, ...]:
+        cls._base_settings()
+        with cls._lock:
+            return cls._arms
 
     @classmethod
     def live_instances(cls) -> list[QRSamplingLogitsProcessor]:
@@ -204,10 +240,18 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     # ------------------------------------------------------------------ V1 runner
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        """V1 runner: apply the batch changes (removed, then added, then moved)."""
+        """V1 runner: apply the batch changes (removed, then added, then moved).
+
+        Called at the start of every step, after vLLM has stored the previous
+        step's tokens: the moment to settle the rows it may have discarded.
+        """
+        if self._router is not None:
+            self._router.settle()
         if batch_update is None:
             return
+        before = self._request_ids()
         self._state.apply_update(batch_update.removed, batch_update.added, batch_update.moved)
+        self._finished(before - self._request_ids())
 
     # ------------------------------------------------------------------ V2 runner
 
@@ -217,16 +261,47 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         Returns:
             Whether this processor changes the request's logits.
         """
-        return self._state.add(req_idx, sampling_params, None)
+        # V2 reports no removals: a request is over when its slot is reused.
+        previous = self._state.get(req_idx)
+        taken = self._state.add(req_idx, sampling_params, None)
+        if previous is not None:
+            self._finished({previous.plan.request_id})
+        return taken
 
     def apply_staged_writes(self) -> None:
         """Model Runner V2: nothing is staged on the device."""
 
+    # ------------------------------------------------------------------ finished requests
+
+    def _request_ids(self) -> set[str]:
+        return {slot.plan.request_id for slot in self._state.slots().values()}
+
+    def _finished(self, request_ids: set[str]) -> None:
+        """Requests that left the batch: their ``summary`` log lines."""
+        if request_ids and self._router is not None:
+            self._router.finish(request_ids)
+
     # ------------------------------------------------------------------ records
 
     def diagnostic_records(self) -> list[TokenSamplingRecord]:
-        """Records of ``diagnostic_mode`` requests still held in memory, oldest first."""
-        return self._router.diagnostic.records() if self._router is not None else []
+        """Records of ``diagnostic_mode`` requests still held in memory, oldest first.
+
+        Call it while the engine is idle (between ``generate`` calls): it settles
+        the last step's rows first (see :mod:`qr_vllm._emitted`).
+        """
+        if self._router is None:
+            return []
+        self._router.settle()
+        return self._router.diagnostic.records()
+
+    def record_file(self) -> Path | None:
+        """The JSON Lines file this processor writes (``None`` without ``QR_RECORD_PATH``).
+
+        With a writer id it is this process's own series under ``QR_RECORD_PATH``.
+        """
+        if self._router is None or self._router.file is None:
+            return None
+        return self._router.file.path
 
     def timings(self) -> StepTimings:
         """Cumulative per-stage time of this processor's sampling steps."""
@@ -243,12 +318,16 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         self._closed = True
         if self._router is not None:
             self._router.close()
-        if self._source is not None:
-            self._source.close()
+        if self._sources is not None:
+            self._sources.close()
 
     def _fetch(self, n: int) -> EntropyFetch:
-        assert self._source is not None
-        return self._source.fetch(n)
+        assert self._sources is not None
+        return self._sources.default.fetch(n)
+
+    def _fetch_many(self, counts: Mapping[str | None, int]) -> Mapping[str | None, EntropyFetch]:
+        assert self._sources is not None
+        return self._sources.fetch_many(counts)
 
     def _wants_records(self, slots: Sequence[Slot]) -> bool:
         assert self._router is not None

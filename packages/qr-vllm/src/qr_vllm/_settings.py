@@ -17,10 +17,9 @@ import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings
 
-from qr_core import SamplingConfig, build_amplifier, build_temperature_strategy
-from qr_entropy import QR_SETTINGS_CONFIG
+from qr_core import SAMPLING_BOUNDS, SamplingConfig, build_amplifier, build_temperature_strategy
+from qr_entropy import QR_SETTINGS_CONFIG, QRSettings
 
 __all__ = ["LogLevel", "RecordSettings", "SamplingSettings"]
 
@@ -33,7 +32,14 @@ _CORE = SamplingConfig()
 CORE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SamplingConfig))
 
 
-class SamplingSettings(BaseSettings):
+def _core(name: str, **extra: Any) -> Any:
+    """A field whose default and bounds come from qr-core's one declaration."""
+    bounds = SAMPLING_BOUNDS.get(name)
+    limits = bounds.as_field_kwargs() if bounds else {}
+    return Field(default=getattr(_CORE, name), **limits, **extra)
+
+
+class SamplingSettings(QRSettings):
     """How each token is sampled; every field is overridable per request.
 
     Environment variable ``QR_<FIELD>`` sets the server-wide default and the
@@ -43,60 +49,42 @@ class SamplingSettings(BaseSettings):
 
     model_config = QR_SETTINGS_CONFIG
 
-    signal_amplifier_type: str = Field(
-        default=_CORE.signal_amplifier_type,
+    signal_amplifier_type: str = _core(
+        "signal_amplifier_type",
         min_length=1,
         description="Signal amplifier that turns the entropy bytes into u.",
     )
-    sample_count: int = Field(
-        default=_CORE.sample_count,
-        ge=1,
-        le=16_777_216,
+    sample_count: int = _core(
+        "sample_count",
         description="Entropy bytes fetched per token.",
     )
-    population_mean: float = Field(
-        default=_CORE.population_mean,
-        ge=0.0,
-        le=255.0,
+    population_mean: float = _core(
+        "population_mean",
         description="Null-hypothesis mean of the byte values.",
     )
-    population_std: float = Field(
-        default=_CORE.population_std,
-        gt=0.0,
+    population_std: float = _core(
+        "population_std",
         description="Null-hypothesis standard deviation of the byte values.",
     )
-    uniform_clamp_epsilon: float = Field(
-        default=_CORE.uniform_clamp_epsilon,
-        gt=0.0,
-        lt=0.5,
+    uniform_clamp_epsilon: float = _core(
+        "uniform_clamp_epsilon",
         description="u is clamped to (epsilon, 1 - epsilon).",
     )
-    temperature_strategy: str = Field(
-        default=_CORE.temperature_strategy,
+    temperature_strategy: str = _core(
+        "temperature_strategy",
         min_length=1,
         description="Temperature strategy: `fixed` or `edt` (or a registered name).",
     )
-    fixed_temperature: float = Field(
-        default=_CORE.fixed_temperature,
-        gt=0.0,
+    fixed_temperature: float = _core(
+        "fixed_temperature",
         description="Temperature of the `fixed` strategy.",
     )
-    edt_base_temp: float = Field(
-        default=_CORE.edt_base_temp, gt=0.0, description="Base coefficient of `edt`."
-    )
-    edt_exponent: float = Field(
-        default=_CORE.edt_exponent, gt=0.0, description="Power-law exponent of `edt`."
-    )
-    edt_min_temp: float = Field(
-        default=_CORE.edt_min_temp, gt=0.0, description="Temperature floor of `edt`."
-    )
-    edt_max_temp: float = Field(
-        default=_CORE.edt_max_temp, gt=0.0, description="Temperature ceiling of `edt`."
-    )
-    top_k: int = Field(default=_CORE.top_k, description="Top-k filter (`<= 0` disables).")
-    top_p: float = Field(
-        default=_CORE.top_p, gt=0.0, le=1.0, description="Nucleus threshold (`1.0` disables)."
-    )
+    edt_base_temp: float = _core("edt_base_temp", description="Base coefficient of `edt`.")
+    edt_exponent: float = _core("edt_exponent", description="Power-law exponent of `edt`.")
+    edt_min_temp: float = _core("edt_min_temp", description="Temperature floor of `edt`.")
+    edt_max_temp: float = _core("edt_max_temp", description="Temperature ceiling of `edt`.")
+    top_k: int = _core("top_k", description="Top-k filter (`<= 0` disables).")
+    top_p: float = _core("top_p", description="Nucleus threshold (`1.0` disables).")
     log_level: LogLevel = Field(
         default="summary", description="Per-token log lines: `none`, `summary` or `full`."
     )
@@ -132,7 +120,7 @@ class SamplingSettings(BaseSettings):
         return SamplingConfig(**values)
 
 
-class RecordSettings(BaseSettings):
+class RecordSettings(QRSettings):
     """Where per-token records go. Infrastructure: not overridable per request."""
 
     model_config = QR_SETTINGS_CONFIG

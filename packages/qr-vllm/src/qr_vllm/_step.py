@@ -1,28 +1,55 @@
 """One sampling step over the whole batch: the adapter's hot path.
 
-For the qr-sampled rows of a logits tensor, :class:`StepSampler` computes the
-temperatures, makes ONE entropy fetch for all rows after the logits exist,
-amplifies the bytes, selects the tokens with :func:`qr_core.select_tokens` on
-the logits' own device, and forces each selected token (0.0, all others
-``-inf``). Rows whose settings shape the amplifier or the temperature strategy
-differently are processed in a few groups; top-k and top-p are per-row arrays.
+For the qr-sampled rows of a logits tensor, :class:`StepSampler` makes ONE
+entropy fetch for all rows after the logits exist, amplifies the bytes,
+computes the temperatures, selects the tokens with :func:`qr_core.select_tokens`
+and forces each selected token (0.0, all others ``-inf``). The device path's
+operations are in :mod:`qr_vllm._step_device`, its two copies in
+:mod:`qr_vllm._step_transfer`, array helpers in :mod:`qr_vllm._step_arrays`;
+records are built by :mod:`qr_vllm._step_records`, stage times kept by
+:mod:`qr_vllm._step_timings`.
+
+Two paths, chosen by ``engine`` (see :class:`StepSampler`):
+
+* host (CPU logits): every per-row array stays in numpy, qr_core works on a
+  zero-copy view of the logits; rows whose settings shape the amplifier or
+  the temperature strategy differently are processed in a few groups.
+* device (GPU logits, or CPU tensors with ``engine="device"``): one wait for
+  the logits just before the fetch (the just-in-time guarantee), then nothing
+  reads device memory until the tokens are forced. u, top-k, top-p, the
+  power-law temperature parameters and the row index go to the device in ONE
+  host-to-device copy; temperatures of any mix of fixed and EDT rows and the
+  selection are the same whole-batch operations whatever the batch size and
+  the number of groups. Value checks that need device values (u, temperature,
+  top-p, NaN/inf logits) are deferred: they come back with the per-row values
+  the records need, in one asynchronous copy into a pinned buffer with an
+  event, and raise exactly the error an immediate check would -- when the
+  records are built, after forcing, or, when nobody records, at the start of
+  the next step (where the wait for the logits has already completed the copy).
 
 Entropy bytes are laid out row by row in ascending row order: row ``i`` of the
 step receives bytes ``[offset_i, offset_i + sample_count_i)`` of the fetch.
+
+Experiment arms (``qr_entropy_source``): a step whose rows use several arms
+makes one fetch per arm, all at once (:meth:`qr_entropy.ArmSources.fetch_many`),
+each after the logits exist; each arm's bytes are laid out over its own rows in
+ascending row order, and each row's record carries its arm's fetch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 import torch
 
 from qr_core import (
+    Calibration,
+    Engine,
     SamplingConfig,
     SignalAmplifier,
     TemperatureStrategy,
@@ -32,7 +59,18 @@ from qr_core import (
 )
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import EntropyFetch
+from qr_vllm._arms import FetchMany, step_entropy
 from qr_vllm._batch import Slot
+from qr_vllm._errors import QRVllmError
+from qr_vllm._step_arrays import force, gather, host, host_array, native, scatter, tensor
+from qr_vllm._step_device import Law, select_on_device
+from qr_vllm._step_records import Drawn, Selected, build_records
+from qr_vllm._step_timings import StageClock, StepTimings
+from qr_vllm._step_transfer import (
+    HostBuffers,
+    Readback,
+    sync_allowed,
+)
 from qr_vllm._tp import FAILED, TokenBroadcast
 
 __all__ = ["StepSampler", "StepTimings"]
@@ -40,38 +78,6 @@ __all__ = ["StepSampler", "StepTimings"]
 logger = logging.getLogger(__name__)
 
 Fetch = Callable[[int], EntropyFetch]
-
-
-@dataclass(frozen=True)
-class StepTimings:
-    """Cumulative time spent in each stage of :meth:`StepSampler.sample`.
-
-    Attributes:
-        steps: Steps that had at least one qr-sampled row.
-        rows: qr-sampled rows over all steps.
-        temperature_s: Temperature strategies.
-        fetch_s: The entropy fetch (generating and transporting the bytes).
-        amplify_s: Signal amplification.
-        select_s: Token selection.
-        force_s: Writing 0.0 / ``-inf`` into the logits.
-        record_s: Building and writing records.
-        total_s: Whole steps, including the above.
-    """
-
-    steps: int
-    rows: int
-    temperature_s: float
-    fetch_s: float
-    amplify_s: float
-    select_s: float
-    force_s: float
-    record_s: float
-    total_s: float
-
-    @property
-    def adapter_s(self) -> float:
-        """The adapter's own work: everything except the entropy fetch."""
-        return self.total_s - self.fetch_s
 
 
 @dataclass(frozen=True)
@@ -89,52 +95,76 @@ class StepSampler:
         fetch: Fetch,
         emit: Callable[[Sequence[TokenSamplingRecord], Sequence[Slot]], None],
         *,
+        fetch_many: FetchMany | None = None,
         wants_records: Callable[[Sequence[Slot]], bool] | None = None,
         record_raw_bytes: bool = False,
         broadcast: TokenBroadcast | None = None,
+        writer_id: str | None = None,
+        calibration: Calibration | None = None,
+        engine: Engine = "auto",
     ) -> None:
         """Create a sampler.
 
         Args:
-            fetch: The entropy source's ``fetch(n)``.
+            fetch: The default entropy source's ``fetch(n)`` (rows without an arm).
             emit: Receives the step's records with their slots.
+            fetch_many: Fetches for several experiment arms at once (byte
+                count per arm name, ``None`` for the default source); needed
+                when a slot names an arm.
             wants_records: Whether any sink would receive the records of a step
                 with these slots; when it says no, the step builds no records,
                 does not call ``emit`` and skips the entropy of strategies that
                 do not use it. ``None``: always build them.
             record_raw_bytes: Put each row's raw bytes (hex) into its record.
             broadcast: Tensor-parallel coordination; ``None`` for one rank.
+            writer_id: Written into every record (the process that wrote it).
+            calibration: The device calibration every amplifier standardises
+                against (``QR_CALIBRATION_PATH``); its hash goes into every record.
+            engine: ``"auto"``: the host path for CPU logits, the device path
+                for any other device. ``"device"``: the device path also for
+                CPU tensors (the GPU path, run and counted without a GPU).
+                ``"host"``: the host path (CPU logits only).
+
+        Raises:
+            QRVllmError: ``engine`` is none of the three.
         """
+        if engine not in get_args(Engine):
+            raise QRVllmError(f"engine must be one of 'auto', 'host', 'device', got {engine!r}")
         self._fetch = fetch
+        self._fetch_many = fetch_many
         self._emit = emit
         self._wants = wants_records
         self._raw = record_raw_bytes
         self._broadcast = broadcast
+        self._writer_id = writer_id
+        self._calibration = calibration
+        self._engine = engine
         self._components: dict[tuple[object, ...], tuple[SignalAmplifier, TemperatureStrategy]] = {}
-        self._acc = np.zeros(7, dtype=np.float64)
-        self._steps = 0
-        self._rows = 0
+        self._laws: dict[tuple[object, ...], Law | None] = {}
+        self._clock = StageClock()
+        self._buffers: HostBuffers | None = None
+        # The device path's deferred value checks of a step nobody recorded:
+        # done at the start of the next step, or by check_pending().
+        self._pending: Readback | None = None
 
     def timings(self) -> StepTimings:
         """Return the cumulative stage timings since creation or :meth:`reset_timings`."""
-        a = self._acc
-        return StepTimings(
-            steps=self._steps,
-            rows=self._rows,
-            temperature_s=float(a[0]),
-            fetch_s=float(a[1]),
-            amplify_s=float(a[2]),
-            select_s=float(a[3]),
-            force_s=float(a[4]),
-            record_s=float(a[5]),
-            total_s=float(a[6]),
-        )
+        return self._clock.snapshot()
 
     def reset_timings(self) -> None:
         """Zero the cumulative timings."""
-        self._acc[:] = 0.0
-        self._steps = 0
-        self._rows = 0
+        self._clock = StageClock()
+
+    def check_pending(self) -> None:
+        """Raise what the last unrecorded device step deferred, if anything.
+
+        Raises:
+            qr_core.QRCoreError: An invalid value of that step (u, temperature,
+                top-p, a logits row with NaN, +inf or only -inf).
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.check()
 
     def sample(self, logits: torch.Tensor, rows: Sequence[int], slots: Sequence[Slot]) -> None:
         """Select and force one token for each of ``rows``, in place.
@@ -143,6 +173,10 @@ class StepSampler:
             logits: ``(num_rows, vocab)`` float logits of the step.
             rows: The qr-sampled rows, ascending.
             slots: The slot of each row.
+
+        Raises:
+            qr_core.QRCoreError: An invalid value (see :meth:`check_pending`);
+                on the device path after forcing, or at the next step.
         """
         if not rows:
             return
@@ -151,14 +185,22 @@ class StepSampler:
             self._follow(logits, rows)
             return
         t0 = time.perf_counter()
+        clock = self._clock
         device = logits.device
+        on_device = self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
         # Asked once, before anything is computed: a step nobody records needs
         # no records, nor the entropy of a strategy that does not use it.
         wanted = self._wants is None or self._wants(slots)
-        rows_t = None if len(rows) == logits.shape[0] else torch.as_tensor(rows, device=device)
+        rows_t: torch.Tensor | None = None
         try:
-            sub = logits if rows_t is None else logits.index_select(0, rows_t)
-            step = self._select(sub, slots, wanted)
+            if on_device:
+                step = self._select_on_device(logits, rows, slots, wanted)
+                rows_t = step.rows_t
+            else:
+                if len(rows) != logits.shape[0]:
+                    rows_t = torch.as_tensor(rows, device=device)
+                sub = logits if rows_t is None else logits.index_select(0, rows_t)
+                step = self._select(sub, slots, wanted)
         except BaseException:
             if broadcast is not None:
                 # Followers are waiting for this step's ids; release them with a failure.
@@ -168,42 +210,44 @@ class StepSampler:
         t4 = time.perf_counter()
         if broadcast is not None:
             broadcast.send(step.token)
-        _force(logits, rows_t, step.token)
+        force(logits, rows_t, step.token, via_numpy=not on_device)
         t5 = time.perf_counter()
-        self._acc[4] += t5 - t4
+        clock.force_s += t5 - t4
 
         if wanted:
-            records = step.records(slots, self._raw)
+            # Reads the device's per-row values back (after forcing) and raises
+            # any check the device path deferred.
+            values = step.values()
+            records = build_records(values, slots, self._raw, self._writer_id, self._calibration)
             for slot in slots:
                 slot.sampled += 1
             self._emit(records, slots)
         else:
+            self._pending = step.readback  # checked at the next step at the latest
             for slot in slots:
                 slot.sampled += 1
         t6 = time.perf_counter()
-        self._acc[5] += t6 - t5
-        self._acc[6] += t6 - t0
-        self._steps += 1
-        self._rows += len(rows)
+        clock.record_s += t6 - t5
+        clock.total_s += t6 - t0
+        clock.steps += 1
+        clock.rows += len(rows)
 
-    def _select(self, sub: torch.Tensor, slots: Sequence[Slot], entropy: bool) -> _Selected:
-        """Temperatures, the fetch, amplification and selection for the rows of ``sub``.
+    def _select(self, sub: torch.Tensor, slots: Sequence[Slot], entropy: bool) -> Selected:
+        """The host path: temperatures, the fetch, amplification and selection.
 
         ``entropy``: whether the records need the Shannon entropy (strategies
-        that use it compute it anyway).
-
-        On the CPU every per-row array stays in numpy (qr_core works on a
-        zero-copy view of the logits) and becomes a tensor only where one is
-        needed, without a copy; on a GPU they live on its device.
+        that use it compute it anyway). Every per-row array stays in numpy
+        (qr_core works on a zero-copy view of the CPU logits) and becomes a
+        tensor only where one is needed, without a copy.
         """
         t0 = time.perf_counter()
-        acc = self._acc
+        clock = self._clock
         n = len(slots)
         device = sub.device
         groups = self._groups(slots)
         if len(groups) == 1:
             _, strategy = self._component(groups[0])
-            result = strategy.compute_batch(_native(sub), entropy=entropy)
+            result = strategy.compute_batch(native(sub), entropy=entropy)
             temperature: torch.Tensor | np.ndarray = result.temperature
             shannon: torch.Tensor | np.ndarray = result.shannon_entropy
         else:
@@ -212,80 +256,144 @@ class StepSampler:
             for group in groups:
                 _, strategy = self._component(group)
                 pos = torch.as_tensor(group.positions, device=device)
-                block = _native(sub.index_select(0, pos))
+                block = native(sub.index_select(0, pos))
                 result = strategy.compute_batch(block, entropy=entropy)
-                _scatter(temperature, pos, torch.as_tensor(result.temperature, device=device))
-                _scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=device))
-        if device.type == "cuda":
-            # The logits exist only once the kernels producing them have run.
-            torch.cuda.synchronize(device)
-        logits_ready_ns = time.time_ns()
-        t1 = time.perf_counter()
-        acc[0] += t1 - t0
+                scatter(temperature, pos, torch.as_tensor(result.temperature, device=device))
+                scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=device))
+        clock.temperature_s += time.perf_counter() - t0
 
+        drawn = self._draw(slots, groups)
+        t3 = time.perf_counter()
+        top_k = np.fromiter((s.plan.core.top_k for s in slots), dtype=np.int64, count=n)
+        top_p = np.fromiter((s.plan.core.top_p for s in slots), dtype=np.float64, count=n)
+        logits = native(sub)
+        host_engine: Engine = "host" if self._engine == "host" else "auto"
+        if isinstance(logits, np.ndarray):
+            sel = select_tokens(
+                logits,
+                drawn.u,
+                temperature=host(temperature),
+                top_k=top_k,
+                top_p=top_p,
+                engine=host_engine,
+            )
+        else:
+            sel = select_tokens(
+                logits,
+                torch.from_numpy(drawn.u).to(device),
+                temperature=torch.as_tensor(temperature, device=device),
+                top_k=torch.from_numpy(top_k).to(device),
+                top_p=torch.from_numpy(top_p).to(device),
+                engine=host_engine,
+            )
+        token = tensor(sel.token_id, device).to(torch.int64)
+        clock.select_s += time.perf_counter() - t3
+        per_row = (temperature, shannon, sel.token_id, sel.token_rank, sel.token_prob)
+        on_host = tuple(host_array(v) for v in (*per_row, sel.num_candidates))
+        return Selected(token=token, drawn=drawn, host=on_host, readback=None, rows_t=None)
+
+    def _select_on_device(
+        self, logits: torch.Tensor, rows: Sequence[int], slots: Sequence[Slot], entropy: bool
+    ) -> Selected:
+        """The device path: one wait, the fetch, one upload, whole-batch operations.
+
+        No Python loop over rows or groups touches the device (only the
+        fallback for strategies that are no power law loops over groups).
+        """
+        n = len(slots)
+        device = logits.device
+        groups = self._groups(slots)
+        # The deferred checks of the previous step: its copy is complete (the
+        # wait below would finish it anyway), and its buffer is reused now.
+        self.check_pending()
+        drawn = self._draw(slots, groups, device)
+        laws = [(group.positions, self._law(group)) for group in groups]
+        buffers = self._host_buffers(n, device)
+
+        def fallback(sub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._group_temperatures(sub, groups, entropy)
+
+        return select_on_device(logits, rows, slots, drawn, laws, buffers, fallback, self._clock)
+
+    def _draw(
+        self, slots: Sequence[Slot], groups: list[_Group], wait_for: torch.device | None = None
+    ) -> Drawn:
+        """The fetch (after the logits exist) and the amplification, on the host.
+
+        ``wait_for``: the device whose logits the host must wait for first.
+        """
+        clock = self._clock
+        t1 = time.perf_counter()
+        if wait_for is not None and wait_for.type == "cuda":
+            # The just-in-time guarantee: entropy is asked for only once the
+            # kernels producing the logits have run. The one wait of the step;
+            # vLLM's sync check (VLLM_GPU_SYNC_CHECK) is told it is deliberate.
+            with sync_allowed():
+                torch.cuda.current_stream(wait_for).synchronize()
+        logits_ready_ns = time.time_ns()
+        n = len(slots)
         counts = np.fromiter((s.plan.core.sample_count for s in slots), dtype=np.int64, count=n)
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        fetched = self._fetch(int(offsets[-1]))
+        raw, fetched = step_entropy(slots, offsets, self._fetch, self._fetch_many)
         t2 = time.perf_counter()
-        acc[1] += t2 - t1
+        clock.fetch_s += t2 - t1
 
-        raw = np.frombuffer(fetched.data, dtype=np.uint8)
-        names: list[tuple[str, str]] = [("", "")] * n
+        names: list[tuple[str, str, str]] = [("", "", "")] * n
         if len(groups) == 1:
             group = groups[0]
             amplifier, strategy = self._component(group)
             amp = amplifier.amplify_batch(raw.reshape(n, group.config.sample_count))
             u, z, mean = amp.u, amp.z_score, amp.sample_mean
-            names = [(str(amplifier.name), str(strategy.name))] * n
+            names = [(str(amplifier.name), str(strategy.name), amplifier.u_transform)] * n
         else:
             u = np.empty(n, dtype=np.float64)
             z = np.empty(n, dtype=np.float64)
             mean = np.empty(n, dtype=np.float64)
             for group in groups:
                 amplifier, strategy = self._component(group)
-                block_bytes = _gather(raw, offsets, group.positions, group.config.sample_count)
+                block_bytes = gather(raw, offsets, group.positions, group.config.sample_count)
                 amp = amplifier.amplify_batch(block_bytes)
                 u[group.positions] = amp.u
                 z[group.positions] = amp.z_score
                 mean[group.positions] = amp.sample_mean
-                pair = (str(amplifier.name), str(strategy.name))
+                triple = (str(amplifier.name), str(strategy.name), amplifier.u_transform)
                 for p in group.positions.tolist():
-                    names[p] = pair
-        t3 = time.perf_counter()
-        acc[2] += t3 - t2
+                    names[p] = triple
+        clock.amplify_s += time.perf_counter() - t2
+        return Drawn(fetched, raw, offsets, logits_ready_ns, names, mean, z, u)
 
-        top_k = np.fromiter((s.plan.core.top_k for s in slots), dtype=np.int64, count=n)
-        top_p = np.fromiter((s.plan.core.top_p for s in slots), dtype=np.float64, count=n)
-        logits = _native(sub)
-        if isinstance(logits, np.ndarray):
-            sel = select_tokens(logits, u, temperature=_host(temperature), top_k=top_k, top_p=top_p)
-        else:
-            sel = select_tokens(
-                logits,
-                torch.from_numpy(u).to(device),
-                temperature=torch.as_tensor(temperature, device=device),
-                top_k=torch.from_numpy(top_k).to(device),
-                top_p=torch.from_numpy(top_p).to(device),
+    def _group_temperatures(
+        self, sub: torch.Tensor, groups: list[_Group], entropy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-group temperatures, for a strategy that is no power law (a
+        third-party one): a loop over the groups, each checked on the device."""
+        n = sub.shape[0]
+        temperature = torch.empty(n, dtype=torch.float64, device=sub.device)
+        shannon = torch.empty(n, dtype=torch.float64, device=sub.device)
+        for group in groups:
+            _, strategy = self._component(group)
+            pos = torch.as_tensor(group.positions, device=sub.device)
+            block = sub.index_select(0, pos)
+            result = strategy.compute_batch(block, entropy=entropy, defer_checks=True)
+            scatter(temperature, pos, torch.as_tensor(result.temperature, device=sub.device))
+            scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=sub.device))
+        return temperature, shannon
+
+    def _law(self, group: _Group) -> Law | None:
+        """The group's temperature strategy as power-law parameters (cached)."""
+        if group.key not in self._laws:
+            law = self._component(group)[1].power_law()
+            self._laws[group.key] = (
+                None if law is None else (law.base_temp, law.exponent, law.min_temp, law.max_temp)
             )
-        token = _tensor(sel.token_id, device).to(torch.int64)
-        acc[3] += time.perf_counter() - t3
-        return _Selected(
-            token=token,
-            fetched=fetched,
-            raw=raw,
-            offsets=offsets,
-            logits_ready_ns=logits_ready_ns,
-            names=names,
-            mean=mean,
-            z=z,
-            u=u,
-            temperature=temperature,
-            shannon=shannon,
-            rank=sel.token_rank,
-            prob=sel.token_prob,
-            candidates=sel.num_candidates,
-        )
+        return self._laws[group.key]
+
+    def _host_buffers(self, n: int, device: torch.device) -> HostBuffers:
+        buffers = self._buffers
+        if buffers is None or buffers.capacity < n or buffers.pinned != (device.type == "cuda"):
+            buffers = self._buffers = HostBuffers(max(n, 256), device.type == "cuda")
+        return buffers
 
     def _follow(self, logits: torch.Tensor, rows: Sequence[int]) -> None:
         """Non-source rank: force exactly the tokens the source rank chose."""
@@ -294,7 +402,7 @@ class StepSampler:
         token_t = torch.empty(len(rows), dtype=torch.int64, device=device)
         self._broadcast.receive(token_t)
         rows_t = None if len(rows) == logits.shape[0] else torch.as_tensor(rows, device=device)
-        _force(logits, rows_t, token_t)
+        force(logits, rows_t, token_t)
 
     def _groups(self, slots: Sequence[Slot]) -> list[_Group]:
         first = slots[0].plan.group_key
@@ -310,146 +418,9 @@ class StepSampler:
     def _component(self, group: _Group) -> tuple[SignalAmplifier, TemperatureStrategy]:
         pair = self._components.get(group.key)
         if pair is None:
-            pair = (build_amplifier(group.config), build_temperature_strategy(group.config))
+            pair = (
+                build_amplifier(group.config, self._calibration),
+                build_temperature_strategy(group.config),
+            )
             self._components[group.key] = pair
         return pair
-
-
-def _native(t: torch.Tensor) -> torch.Tensor | np.ndarray:
-    """The array qr_core works on fastest: a zero-copy numpy view on the CPU, else ``t``.
-
-    qr_core's numpy selection engine sorts only the few tokens near each
-    threshold; on a GPU the tensor stays on its device (no host copy).
-    """
-    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.int64):
-        return t.numpy()
-    return t
-
-
-def _host(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A numpy array of ``values`` (a zero-copy view of a CPU tensor)."""
-    return values.numpy() if isinstance(values, torch.Tensor) else values
-
-
-def _tensor(values: object, device: torch.device) -> torch.Tensor:
-    """``values`` as a tensor on ``device``; a numpy array is wrapped without a copy."""
-    if isinstance(values, np.ndarray):
-        return torch.from_numpy(values).to(device)
-    return torch.as_tensor(values, device=device)
-
-
-def _scatter(out: torch.Tensor, positions: torch.Tensor | None, values: torch.Tensor) -> None:
-    if positions is None:
-        out.copy_(values)
-    else:
-        out.index_copy_(0, positions, values.to(out.dtype))
-
-
-def _gather(raw: np.ndarray, offsets: np.ndarray, positions: np.ndarray, count: int) -> np.ndarray:
-    starts = offsets[positions]
-    if len(positions) == len(offsets) - 1:
-        # Every row of the step is in this group: the bytes are contiguous.
-        return raw.reshape(len(positions), count)
-    return np.stack([raw[s : s + count] for s in starts.tolist()])
-
-
-def _force(logits: torch.Tensor, rows_t: torch.Tensor | None, token_t: torch.Tensor) -> None:
-    """Selected token 0.0, every other token ``-inf``: no later stage can move it.
-
-    CPU logits are written through a numpy view: one single-threaded fill,
-    where torch's parallel fill costs thread wake-ups on a busy machine.
-    """
-    if logits.device.type == "cpu" and logits.dtype in _NUMPY_FLOATS:
-        host = logits.numpy()
-        tokens = token_t.numpy()
-        if rows_t is None:
-            host.fill(-np.inf)
-            host[np.arange(host.shape[0]), tokens] = 0.0
-        else:
-            rows = rows_t.numpy()
-            host[rows] = -np.inf
-            host[rows, tokens] = 0.0
-    elif rows_t is None:
-        logits.fill_(float("-inf"))
-        logits.scatter_(1, token_t.view(-1, 1), 0.0)
-    else:
-        logits.index_fill_(0, rows_t, float("-inf"))
-        logits[rows_t, token_t] = 0.0
-
-
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
-
-
-def _host_list(values: object) -> list[float]:
-    if isinstance(values, torch.Tensor):
-        return list(values.tolist())
-    return list(np.asarray(values).tolist())
-
-
-@dataclass(frozen=True)
-class _Selected:
-    """What one step selected, with everything its records need."""
-
-    token: torch.Tensor
-    fetched: EntropyFetch
-    raw: np.ndarray
-    offsets: np.ndarray
-    logits_ready_ns: int
-    names: Sequence[tuple[str, str]]
-    mean: np.ndarray
-    z: np.ndarray
-    u: np.ndarray
-    temperature: object
-    shannon: object
-    rank: object
-    prob: object
-    candidates: object
-
-    def records(self, slots: Sequence[Slot], keep_raw: bool) -> list[TokenSamplingRecord]:
-        """Build one record per row (one small device-to-host copy per field)."""
-        fetched = self.fetched
-        bounds = self.offsets.tolist()
-        temperature = _host_list(self.temperature)
-        shannon = _host_list(self.shannon)
-        token = self.token.tolist()
-        rank = _host_list(self.rank)
-        prob = _host_list(self.prob)
-        candidates = _host_list(self.candidates)
-        records: list[TokenSamplingRecord] = []
-        for i, slot in enumerate(slots):
-            chunk = self.raw[bounds[i] : bounds[i + 1]]
-            plan = slot.plan
-            records.append(
-                TokenSamplingRecord(
-                    request_id=plan.request_id,
-                    request_tag=plan.request_tag,
-                    token_index=slot.token_index,
-                    logits_ready_ns=self.logits_ready_ns,
-                    entropy_requested_ns=fetched.requested_ns,
-                    entropy_generated_ns=fetched.generated_ns,
-                    entropy_received_ns=fetched.received_ns,
-                    entropy_source=fetched.source,
-                    device_id=fetched.device_id,
-                    sequence_id=fetched.sequence_id,
-                    fallback=fetched.fallback,
-                    fallback_reason=fetched.fallback_reason,
-                    sample_count=int(bounds[i + 1] - bounds[i]),
-                    raw_sha256=hashlib.sha256(chunk.data).hexdigest(),
-                    raw_bytes_hex=chunk.tobytes().hex() if keep_raw else None,
-                    amplifier=self.names[i][0],
-                    sample_mean=float(self.mean[i]),
-                    z_score=float(self.z[i]),
-                    u=float(self.u[i]),
-                    temperature_strategy=self.names[i][1],
-                    temperature=float(temperature[i]),
-                    shannon_entropy=float(shannon[i]),
-                    token_id=int(token[i]),
-                    token_rank=int(rank[i]),
-                    token_prob=float(prob[i]),
-                    num_candidates=int(candidates[i]),
-                    top_k=plan.core.top_k,
-                    top_p=plan.core.top_p,
-                    config_hash=plan.config_hash,
-                )
-            )
-        return records

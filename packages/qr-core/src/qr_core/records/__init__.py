@@ -16,7 +16,8 @@ from qr_core.records._analysis import (
 )
 from qr_core.records._errors import ConfigHashError, MissingExtraError, RecordError
 from qr_core.records._figures import write_figures
-from qr_core.records._jsonl import JsonlFileSink, rotated_segments, writer_file, writer_files
+from qr_core.records._jsonl import JsonlFileSink
+from qr_core.records._layout import rotated_segments, writer_file, writer_files
 from qr_core.records._plan import Plan, plan_tokens, power
 from qr_core.records._reader import RecordFile, read_records
 from qr_core.records._schema import (

@@ -4,39 +4,81 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Final, Literal
 
 import numpy as np
 
 from qr_core.records._errors import ConfigHashError, RecordError
 from qr_core.records._schema import TokenSamplingRecord
+from qr_core.records._serial import (
+    AutocorrelationResult,
+    RunsResult,
+    WalkResult,
+    lag1_autocorrelation,
+    runs_test,
+    walk_excursion,
+)
 from qr_core.records._stats import (
+    BayesFactorResult,
+    ChiSquareResult,
+    EffectSizeResult,
     KSResult,
     StoufferResult,
     WelchResult,
+    bayes_factor_normal,
+    effect_size,
     ks_uniform,
+    network_variance,
     stouffer,
     welch,
 )
+from qr_core.records._validate import (
+    IncompleteRequest,
+    InvalidRecordsError,
+    Validation,
+    validate,
+)
 
 __all__ = [
+    "DEFAULT_PRIOR_SD",
+    "GROUP_KEYS",
     "AnalysisReport",
     "GroupComparison",
+    "GroupKey",
     "GroupStats",
     "analyze",
+    "analyze_validated",
     "check_config_hashes",
     "compare",
+    "group_label",
+    "group_records",
     "time_ordered",
 ]
+
+GroupKey = Literal["tag", "arm"]
+
+GROUP_KEYS: Final[tuple[GroupKey, ...]] = ("tag", "arm")
+"""Record fields tokens can be grouped by: ``request_tag`` or ``arm``."""
+
+DEFAULT_PRIOR_SD: Final = 0.02
+"""Default standard deviation of the normal prior on the shift of mean z (H1) in the
+Bayes factor: shifts of the size experiments are planned for."""
+
+_KEY_FIELD: Final[Mapping[GroupKey, Callable[[TokenSamplingRecord], str | None]]] = {
+    "tag": lambda r: r.request_tag,
+    "arm": lambda r: r.arm,
+}
+_UNLABELLED: Final[Mapping[GroupKey, str]] = {"tag": "untagged", "arm": "no arm"}
 
 
 @dataclass(frozen=True, slots=True)
 class GroupStats:
-    """Statistics of one group of tokens (all tokens, one request tag, one file)."""
+    """Statistics of one group of tokens (all tokens, one tag or arm, one file)."""
 
     label: str
-    """``"all"``, ``"tag=<tag>"``, ``"untagged"`` or a file name."""
+    """``"all"``, ``"tag=<tag>"``, ``"untagged"``, ``"arm=<arm>"``, ``"no arm"`` or a file."""
     tokens: int
     """Number of tokens."""
     requests: int
@@ -47,11 +89,23 @@ class GroupStats:
     """Mean z and Stouffer's Z."""
     ks: KSResult
     """KS test of u against U(0, 1)."""
+    effect: EffectSizeResult
+    """Mean z per token with its 95% confidence interval."""
+    network_variance: ChiSquareResult
+    """``sum(z^2)`` against chi-square with n df (two-sided)."""
+    autocorrelation: AutocorrelationResult
+    """Lag-1 autocorrelation of z in time order."""
+    runs: RunsResult
+    """Runs of the sign of z in time order (exact)."""
+    walk: WalkResult
+    """Largest excursion of the cumulative deviation (whole-walk test)."""
+    bayes: BayesFactorResult | None
+    """Bayes factor for a shift of mean z (``None`` for an empty group)."""
 
 
 @dataclass(frozen=True, slots=True)
 class GroupComparison:
-    """Group A against group B (for example experiment against control)."""
+    """Group A against group B (for example experiment arm against control arm)."""
 
     label_a: str
     """Label of group A."""
@@ -62,7 +116,9 @@ class GroupComparison:
     tokens_b: int
     """Tokens in group B."""
     test: WelchResult
-    """Welch's test of mean z (A - B)."""
+    """Welch's test of mean z (A - B) with the 95% interval of the difference."""
+    bayes: BayesFactorResult
+    """Bayes factor for a difference of mean z (standard error ``sqrt(1/n_a + 1/n_b)``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +126,33 @@ class AnalysisReport:
     """Everything ``qr-analyze`` prints."""
 
     tokens: int
-    """Number of tokens."""
+    """Number of tokens (valid, not discarded)."""
     requests: int
     """Number of distinct request ids."""
     sources: Mapping[str, int]
-    """Tokens per entropy source name."""
+    """Tokens per entropy source name (the source that delivered the bytes)."""
     fallback_tokens: int
     """Tokens whose entropy came from the fallback source."""
     config_hashes: Mapping[str, int]
     """Tokens per configuration hash."""
     overall: GroupStats
     """All tokens."""
-    by_tag: tuple[GroupStats, ...]
-    """One entry per request tag (``untagged`` for records without one), sorted by label."""
+    group_by: GroupKey
+    """The field ``groups`` are made by."""
+    groups: tuple[GroupStats, ...]
+    """One entry per value of ``group_by`` (unlabelled last), sorted by label."""
     comparison: GroupComparison | None
     """Two-group comparison, when asked for."""
+    discarded: int
+    """Records with ``discarded=true``: entropy drawn, no output token; not analysed."""
+    skipped: int
+    """Invalid records left out (impossible values or duplicates)."""
+    incomplete: tuple[IncompleteRequest, ...]
+    """Requests whose token indexes have gaps."""
+    prior_mean: float
+    """Mean of the Bayes-factor prior on the shift of mean z."""
+    prior_sd: float
+    """Standard deviation of that prior."""
 
     @property
     def fallback_share(self) -> float:
@@ -92,7 +160,7 @@ class AnalysisReport:
         return self.fallback_tokens / self.tokens if self.tokens else math.nan
 
     def to_json_dict(self) -> dict[str, object]:
-        """Return the report as JSON-ready data (NaN becomes ``None``)."""
+        """Return the report as JSON-ready data (NaN and infinities become ``None``)."""
         data = asdict(self)
         data["fallback_share"] = self.fallback_share
         return {k: _json_safe(v) for k, v in data.items()}
@@ -113,17 +181,39 @@ def time_ordered(records: Sequence[TokenSamplingRecord]) -> list[TokenSamplingRe
     return sorted(records, key=lambda r: r.logits_ready_ns)
 
 
-def group_stats(label: str, records: Sequence[TokenSamplingRecord]) -> GroupStats:
-    """Compute :class:`GroupStats` for ``records``."""
-    z = np.fromiter((r.z_score for r in records), dtype=np.float64, count=len(records))
-    u = np.fromiter((r.u for r in records), dtype=np.float64, count=len(records))
+def group_stats(
+    label: str,
+    records: Sequence[TokenSamplingRecord],
+    *,
+    prior_mean: float = 0.0,
+    prior_sd: float = DEFAULT_PRIOR_SD,
+) -> GroupStats:
+    """Compute :class:`GroupStats` for ``records`` (serial tests in time order)."""
+    ordered = time_ordered(records)
+    n = len(ordered)
+    z = np.fromiter((r.z_score for r in ordered), dtype=np.float64, count=n)
+    u = np.fromiter((r.u for r in ordered), dtype=np.float64, count=n)
+    combined = stouffer(z)
+    bayes = (
+        bayes_factor_normal(
+            combined.mean_z, 1.0 / math.sqrt(n), prior_mean=prior_mean, prior_sd=prior_sd
+        )
+        if n
+        else None
+    )
     return GroupStats(
         label=label,
-        tokens=len(records),
-        requests=len({r.request_id for r in records}),
-        fallback_tokens=sum(1 for r in records if r.fallback),
-        z=stouffer(z),
+        tokens=n,
+        requests=len({r.request_id for r in ordered}),
+        fallback_tokens=sum(1 for r in ordered if r.fallback),
+        z=combined,
         ks=ks_uniform(u),
+        effect=effect_size(z),
+        network_variance=network_variance(z),
+        autocorrelation=lag1_autocorrelation(z),
+        runs=runs_test(z),
+        walk=walk_excursion(z),
+        bayes=bayes,
     )
 
 
@@ -132,8 +222,11 @@ def compare(
     records_a: Sequence[TokenSamplingRecord],
     label_b: str,
     records_b: Sequence[TokenSamplingRecord],
+    *,
+    prior_mean: float = 0.0,
+    prior_sd: float = DEFAULT_PRIOR_SD,
 ) -> GroupComparison:
-    """Compare mean z of two groups with Welch's test.
+    """Compare mean z of two groups: Welch's test and a Bayes factor.
 
     Raises:
         RecordError: A group has fewer than 2 tokens (the message names it).
@@ -142,57 +235,108 @@ def compare(
         if len(group) < 2:
             raise RecordError(f"group {label!r} has {len(group)} tokens; comparison needs >= 2")
     test = welch([r.z_score for r in records_a], [r.z_score for r in records_b])
-    return GroupComparison(label_a, label_b, len(records_a), len(records_b), test)
+    se = math.sqrt(1.0 / len(records_a) + 1.0 / len(records_b))
+    bayes = bayes_factor_normal(test.difference, se, prior_mean=prior_mean, prior_sd=prior_sd)
+    return GroupComparison(label_a, label_b, len(records_a), len(records_b), test, bayes)
 
 
-def _tag_label(tag: str | None) -> str:
-    return "untagged" if tag is None else f"tag={tag}"
+def group_label(by: GroupKey, value: str | None) -> str:
+    """``"tag=x"`` / ``"arm=x"``, or ``"untagged"`` / ``"no arm"`` for ``None``."""
+    return _UNLABELLED[by] if value is None else f"{by}={value}"
+
+
+def group_records(
+    records: Sequence[TokenSamplingRecord], by: GroupKey
+) -> dict[str | None, list[TokenSamplingRecord]]:
+    """Tokens per value of the ``by`` field, ``None`` (unlabelled) last, else sorted."""
+    if by not in _KEY_FIELD:
+        raise RecordError(f"group_by must be one of {list(GROUP_KEYS)}, got {by!r}")
+    key = _KEY_FIELD[by]
+    groups: dict[str | None, list[TokenSamplingRecord]] = collections.defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return {k: groups[k] for k in sorted(groups, key=lambda v: (v is None, v or ""))}
 
 
 def analyze(
     records: Sequence[TokenSamplingRecord],
     *,
-    tag_a: str | None = None,
-    tag_b: str | None = None,
+    by: GroupKey = "tag",
+    a: str | None = None,
+    b: str | None = None,
+    prior_mean: float = 0.0,
+    prior_sd: float = DEFAULT_PRIOR_SD,
 ) -> AnalysisReport:
-    """Analyse token records.
+    """Validate and analyse token records.
 
     Args:
-        records: The tokens, in any order.
-        tag_a: With ``tag_b``: compare tokens of requests tagged ``tag_a`` (group A)
-            against ``tag_b`` (group B).
-        tag_b: See ``tag_a``.
+        records: The records, in any order; discarded ones are counted, not analysed.
+        by: Group tokens by request tag or by experiment arm.
+        a: With ``b``: compare the ``by`` group named ``a`` (group A) against ``b``.
+        b: See ``a``.
+        prior_mean: Mean of the normal prior on the shift of mean z (Bayes factor).
+        prior_sd: Its standard deviation.
 
     Returns:
         The report.
 
     Raises:
-        RecordError: ``records`` is empty, only one of the tags is given, or a
-            compared tag has fewer than 2 tokens.
+        InvalidRecordsError: A record has impossible values or duplicates another.
+        RecordError: No tokens, only one of ``a`` and ``b``, a compared group with
+            fewer than 2 tokens, or a bad ``by`` or prior.
     """
-    if not records:
+    checked = validate(records)
+    if checked.problems:
+        raise InvalidRecordsError(checked.problems)
+    return analyze_validated(checked, by=by, a=a, b=b, prior_mean=prior_mean, prior_sd=prior_sd)
+
+
+def analyze_validated(
+    checked: Validation,
+    *,
+    by: GroupKey = "tag",
+    a: str | None = None,
+    b: str | None = None,
+    prior_mean: float = 0.0,
+    prior_sd: float = DEFAULT_PRIOR_SD,
+) -> AnalysisReport:
+    """Analyse the tokens of a :func:`validate` outcome; its problems count as skipped.
+
+    Arguments and errors as for :func:`analyze` (without the validation).
+    """
+    tokens = checked.tokens
+    if not tokens:
         raise RecordError("no records to analyse")
-    if (tag_a is None) != (tag_b is None):
-        raise RecordError("tag_a and tag_b must be given together")
-    by_tag: dict[str | None, list[TokenSamplingRecord]] = collections.defaultdict(list)
-    for r in records:
-        by_tag[r.request_tag].append(r)
-    comparison = None
-    if tag_a is not None and tag_b is not None:
-        comparison = compare(
-            _tag_label(tag_a), by_tag.get(tag_a, []), _tag_label(tag_b), by_tag.get(tag_b, [])
+    if (a is None) != (b is None):
+        raise RecordError("a and b (the compared groups) must be given together")
+    if not (math.isfinite(prior_mean) and math.isfinite(prior_sd) and prior_sd > 0):
+        raise RecordError(
+            f"prior must have a finite mean and a positive finite sd, got "
+            f"prior_mean={prior_mean!r}, prior_sd={prior_sd!r}"
         )
-    tags = sorted(by_tag, key=lambda t: (t is None, t or ""))
-    overall = group_stats("all", records)
+    prior = {"prior_mean": prior_mean, "prior_sd": prior_sd}
+    groups = group_records(tokens, by)
+    comparison = None
+    if a is not None and b is not None:
+        comparison = compare(
+            group_label(by, a), groups.get(a, []), group_label(by, b), groups.get(b, []), **prior
+        )
+    overall = group_stats("all", tokens, **prior)
     return AnalysisReport(
         tokens=overall.tokens,
         requests=overall.requests,
-        sources=dict(collections.Counter(r.entropy_source for r in records).most_common()),
+        sources=dict(collections.Counter(r.entropy_source for r in tokens).most_common()),
         fallback_tokens=overall.fallback_tokens,
-        config_hashes=dict(collections.Counter(r.config_hash for r in records).most_common()),
+        config_hashes=dict(collections.Counter(r.config_hash for r in tokens).most_common()),
         overall=overall,
-        by_tag=tuple(group_stats(_tag_label(t), by_tag[t]) for t in tags),
+        group_by=by,
+        groups=tuple(group_stats(group_label(by, k), v, **prior) for k, v in groups.items()),
         comparison=comparison,
+        discarded=checked.discarded,
+        skipped=len(checked.problems),
+        incomplete=checked.incomplete,
+        prior_mean=prior_mean,
+        prior_sd=prior_sd,
     )
 
 

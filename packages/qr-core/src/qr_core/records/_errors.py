@@ -5,8 +5,10 @@ Hierarchy::
     ValueError
     └── QRCoreError            (qr_core: root of every qr-core error)
         └── RecordError        (a record, record file, sink or analysis input is wrong)
-            ├── ConfigHashError    (records do not match the expected or one config hash)
-            └── MissingExtraError  (figures need the `qr-core[analysis]` extra)
+            ├── ConfigHashError      (records do not match the expected or one config hash)
+            ├── InvalidRecordsError  (impossible values or duplicates; in ``_validate``,
+            │                         next to the ``Problem`` entries it carries)
+            └── MissingExtraError    (statistics and figures need the `qr-core[analysis]` extra)
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""PNG figures: cumulative deviation of z with its 95% envelope, histogram of u."""
+"""PNG figures: cumulative deviation of z with its pointwise and simultaneous 95% bands,
+histogram of u."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ import numpy as np
 from qr_core.records._analysis import time_ordered
 from qr_core.records._errors import MissingExtraError
 from qr_core.records._schema import TokenSamplingRecord
+from qr_core.records._serial import walk_band_constant
 
-__all__ = ["CUMDEV_PNG", "U_HIST_PNG", "write_figures"]
+__all__ = [
+    "CUMDEV_PNG",
+    "U_HIST_PNG",
+    "cumulative_deviation_figure",
+    "u_histogram_figure",
+    "write_figures",
+]
 
 CUMDEV_PNG = "cumulative_deviation.png"
 """File name of the cumulative-deviation figure."""
@@ -45,9 +53,13 @@ def write_figures(
     """Write the two figures as PNG files of 800 x 450 pixels.
 
     The cumulative deviation plots ``cumsum(z)`` over tokens in time order
-    (``logits_ready_ns``) for each group, with the envelope ``±1.96 sqrt(n)`` that a
-    null-hypothesis walk leaves with probability 5% at any single n. The histogram
-    shows u in 20 bins against the uniform expectation.
+    (``logits_ready_ns``) for each group, with two 95% bands: the pointwise one,
+    ``±1.96 sqrt(n)``, which a null walk is outside of with probability 5% at any one
+    n chosen in advance; and the simultaneous one, ``±2.2414 sqrt(N)`` for the longest
+    walk (N tokens), which a null walk leaves anywhere with probability at most 5%
+    (:func:`~qr_core.records._serial.walk_band_constant`). The histogram shows u in
+    20 bins against the uniform expectation. Legends sit below the axes, never on
+    the data.
 
     Args:
         groups: Label -> records; one line / histogram per group.
@@ -64,8 +76,16 @@ def write_figures(
     out.mkdir(parents=True, exist_ok=True)
     cumdev = out / CUMDEV_PNG
     hist = out / U_HIST_PNG
+    _save(plt, cumulative_deviation_figure(plt, groups), cumdev)
+    _save(plt, u_histogram_figure(plt, groups), hist)
+    return cumdev, hist
 
-    fig, ax = plt.subplots(figsize=_SIZE_IN, dpi=_DPI)
+
+def cumulative_deviation_figure(
+    plt: Any, groups: Mapping[str, Sequence[TokenSamplingRecord]]
+) -> Any:
+    """Draw the cumulative-deviation figure; returns the matplotlib figure."""
+    fig, ax = plt.subplots(figsize=_SIZE_IN, dpi=_DPI, layout="constrained")
     longest = 1
     for label, records in groups.items():
         z = np.array([r.z_score for r in time_ordered(records)], dtype=np.float64)
@@ -74,17 +94,32 @@ def write_figures(
             np.arange(1, z.size + 1), np.cumsum(z), linewidth=1.0, label=f"{label} (n={z.size})"
         )
     n = np.arange(1, longest + 1)
-    envelope = 1.96 * np.sqrt(n)
-    ax.plot(n, envelope, color="grey", linestyle="--", linewidth=0.8, label="95% envelope")
-    ax.plot(n, -envelope, color="grey", linestyle="--", linewidth=0.8)
+    pointwise = 1.96 * np.sqrt(n)
+    grey = {"color": "grey", "linewidth": 0.8}
+    ax.plot(n, pointwise, linestyle="--", label="pointwise 95%: ±1.96√n (each n alone)", **grey)
+    ax.plot(n, -pointwise, linestyle="--", **grey)
+    c = walk_band_constant(0.95)
+    whole = c * np.sqrt(longest)
+    ax.hlines(
+        [whole, -whole],
+        1,
+        longest,
+        colors="black",
+        linestyles=":",
+        linewidth=1.0,
+        label=f"simultaneous 95%, whole walk: ±{c:.3f}√N (N={longest})",
+    )
     ax.axhline(0.0, color="black", linewidth=0.5)
-    ax.set_xlabel("token")
+    ax.set_xlabel("token (time order)")
     ax.set_ylabel("cumulative deviation  Σz")
     ax.set_title("Cumulative deviation of z")
-    ax.legend(loc="upper left", fontsize="small")
-    _save(plt, fig, cumdev)
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small")
+    return fig
 
-    fig, ax = plt.subplots(figsize=_SIZE_IN, dpi=_DPI)
+
+def u_histogram_figure(plt: Any, groups: Mapping[str, Sequence[TokenSamplingRecord]]) -> Any:
+    """Draw the histogram of u; returns the matplotlib figure."""
+    fig, ax = plt.subplots(figsize=_SIZE_IN, dpi=_DPI, layout="constrained")
     edges = np.linspace(0.0, 1.0, _U_BINS + 1)
     for label, records in groups.items():
         u = np.array([r.u for r in records], dtype=np.float64)
@@ -94,13 +129,12 @@ def write_figures(
     ax.set_xlabel("u")
     ax.set_ylabel("tokens per bin")
     ax.set_title("Histogram of u (dashed: uniform expectation)")
-    ax.legend(loc="lower right", fontsize="small")
-    _save(plt, fig, hist)
-    return cumdev, hist
+    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
+    return fig
 
 
 def _save(plt: Any, fig: Any, path: Path) -> None:
-    # A fixed canvas (no bbox="tight") keeps the pixel size predictable.
-    fig.tight_layout()
+    # A fixed canvas (no bbox="tight") keeps the pixel size predictable; the
+    # constrained layout makes room for the legend below the axes.
     fig.savefig(path, format="png", dpi=_DPI)
     plt.close(fig)

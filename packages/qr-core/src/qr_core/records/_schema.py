@@ -69,9 +69,9 @@ class TokenSamplingRecord:
     sample_mean: float
     """Mean of the raw byte values."""
     z_score: float
-    """Standardised sample mean; N(0, 1) under the null hypothesis."""
+    """The amplifier's standardised statistic (the signal); about N(0, 1) under the null."""
     u: float
-    """Uniform variate derived from ``z_score``; U(0, 1) under the null hypothesis."""
+    """Uniform variate made from the statistic (see ``u_transform``); U(0, 1) under the null."""
     temperature_strategy: str
     """Temperature strategy name."""
     temperature: float

@@ -11,6 +11,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from qr_core.records._errors import RecordError
 from qr_core.records._schema import TokenSamplingRecord
+from qr_core.records._validate import require_finite
 
 __all__ = ["LogSink", "RecordSink", "RingBufferSink"]
 
@@ -126,13 +127,22 @@ class LogSink:
         return self._level
 
     def write(self, records: Sequence[TokenSamplingRecord]) -> None:
-        """Log one line per record."""
+        """Log one line per record.
+
+        Raises:
+            RecordError: At ``"full"``, a record holds a non-finite number.
+        """
         log = self._logger
         if not records or not log.isEnabledFor(logging.INFO):
             return
         if self._level == "full":
             for r in records:
-                log.info("qr record %s", json.dumps(r.to_json_dict(), separators=(",", ":")))
+                # Refused, like the file sink: a NaN in a log line reads back as a record.
+                require_finite(r)
+                log.info(
+                    "qr record %s",
+                    json.dumps(r.to_json_dict(), separators=(",", ":"), allow_nan=False),
+                )
         else:
             for r in records:
                 log.info(

@@ -13,6 +13,8 @@ from qr_core.records._schema import TokenSamplingRecord, config_hash
 __all__ = ["simulate_records"]
 
 _SIMULATED_CONFIG = config_hash({"simulated": True})
+_SAMPLES = 20480  # the bytes per token a real amplifier would standardise
+_NO_BYTES_SHA256 = hashlib.sha256(b"").hexdigest()  # no bytes are drawn
 
 
 def simulate_records(
@@ -21,6 +23,7 @@ def simulate_records(
     seed: int,
     z_shift: float = 0.0,
     request_tag: str | None = None,
+    arm: str | None = None,
     tokens_per_request: int = 100,
     config: str = _SIMULATED_CONFIG,
     start_ns: int | None = None,
@@ -36,6 +39,7 @@ def simulate_records(
         seed: Seed of the numpy generator (the same seed gives the same records).
         z_shift: Mean of z.
         request_tag: ``request_tag`` of every record.
+        arm: ``arm`` of every record (the experiment arm).
         tokens_per_request: Records per simulated request id.
         config: ``config_hash`` of every record.
         start_ns: Wall-clock time of the first token; now by default.
@@ -47,7 +51,7 @@ def simulate_records(
     z = rng.standard_normal(n) + z_shift
     token_ids = rng.integers(0, 50_000, size=n)
     t0 = time.time_ns() if start_ns is None else start_ns
-    prefix = f"sim-{seed}-{request_tag or 'untagged'}"
+    prefix = f"sim-{seed}-{request_tag or 'untagged'}-{arm or 'no-arm'}"
     records = []
     for i in range(n):
         zi = float(z[i])
@@ -66,11 +70,11 @@ def simulate_records(
                 sequence_id=i,
                 fallback=False,
                 fallback_reason=None,
-                sample_count=0,
-                raw_sha256=hashlib.sha256(b"").hexdigest(),
+                sample_count=_SAMPLES,
+                raw_sha256=_NO_BYTES_SHA256,
                 raw_bytes_hex=None,
                 amplifier="simulated",
-                sample_mean=127.5 + 73.9003 / math.sqrt(20480) * zi,
+                sample_mean=127.5 + 73.9003 / math.sqrt(_SAMPLES) * zi,
                 z_score=zi,
                 u=0.5 * math.erfc(-zi / math.sqrt(2.0)),
                 temperature_strategy="fixed",
@@ -83,6 +87,8 @@ def simulate_records(
                 top_k=50,
                 top_p=0.9,
                 config_hash=config,
+                arm=arm,
+                u_transform="phi",
             )
         )
     return records

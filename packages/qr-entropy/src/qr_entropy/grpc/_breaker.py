@@ -17,8 +17,20 @@ time gets the ceiling. Failures in a row are counted across all sizes.
 
 Circuit: CLOSED until ``max_consecutive_failures`` failures in a row, then
 OPEN (calls refused at once) for ``recovery_window_s``, then HALF_OPEN: one
-probe call is let through; its success closes the circuit, its failure opens
-it again for another recovery window.
+probe call is let through, with the ceiling as its deadline (a fresh
+connection must not be judged by a deadline learnt on a warm one); its success
+closes the circuit, its failure opens it again for another recovery window.
+
+Two rules keep a healthy server from being locked out:
+
+- A call that times out on a *learnt* deadline (shorter than the ceiling) says
+  the server is slower than it was, not that it is down: it feeds the window
+  (so the next deadline grows) but does not count towards opening the circuit.
+  The caller retries it at the ceiling (see ``Admission.full``).
+- Every state change starts a new generation, and only a call admitted in the
+  current generation can change the state: a success of a call admitted before
+  the circuit opened cannot close it, a failure of a call admitted before it
+  closed cannot count towards opening it again. Their latencies still count.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from dataclasses import dataclass
 
 from qr_entropy._exceptions import EntropyUnavailableError
 
-__all__ = ["BreakerSnapshot", "BreakerState", "CircuitBreaker", "CircuitOpenError"]
+__all__ = ["Admission", "BreakerSnapshot", "BreakerState", "CircuitBreaker", "CircuitOpenError"]
 
 
 class BreakerState(enum.Enum):
@@ -49,6 +61,23 @@ class CircuitOpenError(EntropyUnavailableError):
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """One call let through by :meth:`CircuitBreaker.acquire`."""
+
+    n_bytes: int
+    """The byte count the call asks for (its size class)."""
+    timeout_s: float
+    """The call's deadline."""
+    full: bool
+    """The deadline is the ceiling (a first call of its size class, a probe, or a
+    call asked for with ``full=True``); a timeout then counts as a failure."""
+    generation: int
+    """The circuit's generation when the call was admitted."""
+    probe: bool
+    """The call is the half-open circuit's one probe."""
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
     """The breaker's state at one moment (reported by ``health_check``)."""
 
@@ -60,20 +89,28 @@ class BreakerSnapshot:
     window_count: int
     """Latencies in that window."""
     consecutive_failures: int
+    """Failures in a row that count towards opening the circuit."""
     total_successes: int
+    """Calls that returned valid bytes."""
     total_failures: int
+    """Calls that failed, timeouts included."""
     total_timeouts: int
+    """Calls that hit their deadline."""
     total_rejected: int
     """Calls refused because the circuit was open."""
     times_opened: int
+    """How often the circuit opened."""
+    total_stale: int
+    """Results of calls admitted before the circuit's last state change (not
+    allowed to change the state)."""
 
 
 class CircuitBreaker:
     """Thread-safe adaptive deadline and circuit.
 
-    Use: ``timeout = breaker.acquire()`` before a call (raises
+    Use: ``admission = breaker.acquire(n)`` before a call (raises
     :class:`CircuitOpenError` when the call must not be made), then exactly one
-    of ``record_success``/``record_failure`` with the call's latency.
+    of ``record_success``/``record_failure``/``release`` with that admission.
 
     Args:
         ceiling_ms: Largest deadline (the configured gRPC timeout).
@@ -125,7 +162,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_in_flight = False
         self._consecutive = 0
+        self._generation = 0
         self._successes = self._failures = self._timeouts = self._rejected = self._opened = 0
+        self._stale = 0
 
     @staticmethod
     def size_class(n_bytes: int) -> int:
@@ -153,8 +192,13 @@ class CircuitBreaker:
         recent = max(p99, self._last_ms.get(size_class, 0.0))
         return min(self._ceiling_ms, max(self._floor_ms, recent * self._multiplier))
 
-    def acquire(self, n_bytes: int) -> float:
-        """Admit one call for ``n_bytes`` and return its deadline in seconds.
+    def acquire(self, n_bytes: int, *, full: bool = False) -> Admission:
+        """Admit one call for ``n_bytes`` and return its deadline and generation.
+
+        Args:
+            n_bytes: The byte count the call asks for.
+            full: Give the ceiling as deadline (a retry after a learnt deadline
+                ran out).
 
         Raises:
             CircuitOpenError: the circuit is open, or half-open with its probe
@@ -169,70 +213,98 @@ class CircuitBreaker:
                         f"circuit open after {self._consecutive} consecutive failures; "
                         f"next probe in {self._recovery_s - waited:.1f} s"
                     )
-                self._state = BreakerState.HALF_OPEN
+                self._set_state(BreakerState.HALF_OPEN)
                 self._probe_in_flight = False
-            if self._state is BreakerState.HALF_OPEN:
+            probe = self._state is BreakerState.HALF_OPEN
+            if probe:
                 if self._probe_in_flight:
                     self._rejected += 1
                     raise CircuitOpenError("circuit half-open: a probe call is in flight")
                 self._probe_in_flight = True
-            return self._timeout_ms(self.size_class(n_bytes)) / 1000.0
+            timeout_ms = (
+                self._ceiling_ms if full or probe else self._timeout_ms(self.size_class(n_bytes))
+            )
+            return Admission(
+                n_bytes=n_bytes,
+                timeout_s=timeout_ms / 1000.0,
+                full=timeout_ms >= self._ceiling_ms,
+                generation=self._generation,
+                probe=probe,
+            )
 
-    def record_success(self, latency_s: float, n_bytes: int) -> bool:
-        """Record a call for ``n_bytes`` that returned valid bytes; closes a half-open circuit.
+    def _set_state(self, state: BreakerState) -> None:
+        self._state = state
+        self._generation += 1
+
+    def _record_latency(self, n_bytes: int, latency_ms: float) -> None:
+        self._last_class = self.size_class(n_bytes)
+        self._window(self._last_class).append(latency_ms)
+        self._last_ms[self._last_class] = latency_ms
+
+    def record_success(self, admission: Admission, latency_s: float) -> bool:
+        """Record a call that returned valid bytes; a current one closes a half-open circuit.
 
         Returns:
             True when this success closed the circuit.
         """
         with self._lock:
-            closed_it = self._state is not BreakerState.CLOSED
-            self._last_class = self.size_class(n_bytes)
-            self._window(self._last_class).append(latency_s * 1000.0)
-            self._last_ms[self._last_class] = latency_s * 1000.0
+            self._record_latency(admission.n_bytes, latency_s * 1000.0)
             self._successes += 1
+            if admission.probe:
+                self._probe_in_flight = False
+            if admission.generation != self._generation:
+                self._stale += 1
+                return False
             self._consecutive = 0
-            self._state = BreakerState.CLOSED
-            self._probe_in_flight = False
-            return closed_it
+            if self._state is BreakerState.CLOSED:
+                return False
+            self._set_state(BreakerState.CLOSED)
+            return True
 
     def record_failure(
-        self, latency_s: float, n_bytes: int, *, timeout_s: float | None = None
+        self, admission: Admission, latency_s: float, *, timed_out: bool = False
     ) -> bool:
         """Record a failed call.
 
         Args:
+            admission: What :meth:`acquire` returned for the call.
             latency_s: How long the call took before it failed.
-            n_bytes: The byte count the call asked for.
-            timeout_s: The deadline, when the call timed out; the window then
-                records at least this much, so the next deadline grows.
+            timed_out: The call hit its deadline; the window then records at
+                least the deadline, so the next deadline grows. A timeout on a
+                learnt deadline does not count towards opening the circuit.
 
         Returns:
             True when this failure opened the circuit.
         """
         with self._lock:
             latency_ms = latency_s * 1000.0
-            if timeout_s is not None:
+            if timed_out:
                 self._timeouts += 1
-                latency_ms = max(latency_ms, timeout_s * 1000.0)
-            self._last_class = self.size_class(n_bytes)
-            self._window(self._last_class).append(latency_ms)
-            self._last_ms[self._last_class] = latency_ms
+                latency_ms = max(latency_ms, admission.timeout_s * 1000.0)
+            self._record_latency(admission.n_bytes, latency_ms)
             self._failures += 1
+            if admission.probe:
+                self._probe_in_flight = False
+            if admission.generation != self._generation:
+                self._stale += 1
+                return False
+            if timed_out and not admission.full:
+                return False
             self._consecutive += 1
-            self._probe_in_flight = False
             if self._state is BreakerState.HALF_OPEN or (
                 self._state is BreakerState.CLOSED and self._consecutive >= self._max_failures
             ):
-                self._state = BreakerState.OPEN
+                self._set_state(BreakerState.OPEN)
                 self._opened_at = self._clock()
                 self._opened += 1
                 return True
             return False
 
-    def release(self) -> None:
+    def release(self, admission: Admission) -> None:
         """Forget an admitted call that was abandoned before reaching the server."""
         with self._lock:
-            self._probe_in_flight = False
+            if admission.probe:
+                self._probe_in_flight = False
 
     def snapshot(self, n_bytes: int | None = None) -> BreakerSnapshot:
         """Return the current state and counters.
@@ -257,4 +329,5 @@ class CircuitBreaker:
                 total_timeouts=self._timeouts,
                 total_rejected=self._rejected,
                 times_opened=self._opened,
+                total_stale=self._stale,
             )

@@ -11,6 +11,7 @@ import grpc
 from grpc import aio
 
 from qr_entropy._exceptions import ConfigError, EntropyUnavailableError
+from qr_entropy.grpc._layout import ResponseLayout, parse_layout
 
 if TYPE_CHECKING:
     from qr_entropy._config import EntropyConfig
@@ -63,6 +64,8 @@ class ChannelSettings:
     server_name: str
     tls: bool
     max_request_bytes: int
+    layout: ResponseLayout
+    """Which response field holds what (``QR_GRPC_RESPONSE_LAYOUT``)."""
 
     def __repr__(self) -> str:
         return (
@@ -123,6 +126,7 @@ class ChannelSettings:
             server_name=config.grpc_tls_server_name,
             tls=config.grpc_tls,
             max_request_bytes=config.grpc_max_request_bytes,
+            layout=parse_layout(config.grpc_response_layout),
         )
 
     def options(self) -> list[tuple[str, int | str]]:

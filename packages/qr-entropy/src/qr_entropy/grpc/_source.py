@@ -37,10 +37,12 @@ class QuantumGrpcSource(EntropySource):
     that have the wrong length, are rejected and their stream is dropped, so
     no fetch ever receives bytes generated for an earlier request. Fetches
     larger than ``grpc_max_request_bytes`` are split into consecutive requests.
-    Failures are retried ``grpc_retry_count`` times within one fetch and then
-    raise :class:`EntropyUnavailableError` (the fallback's cue); an adaptive
-    circuit breaker sets each call's deadline and stops calling a failing
-    server. Safe to use from several threads.
+    A call that outlives its learnt deadline is asked again on the same server
+    at the configured timeout (``grpc_timeout_ms``) without spending a retry;
+    failures with a retryable status are retried ``grpc_retry_count`` times
+    within one fetch and then raise :class:`EntropyUnavailableError` (the
+    fallback's cue); an adaptive circuit breaker sets each call's deadline and
+    stops calling a failing server. Safe to use from several threads.
 
     Args:
         config: Settings; the environment (``QR_*``) when omitted.
@@ -84,11 +86,6 @@ class QuantumGrpcSource(EntropySource):
     def from_config(cls, config: EntropyConfig) -> QuantumGrpcSource:
         """Build the source from ``config``."""
         return cls(config)
-
-    @property
-    def name(self) -> str:
-        """``"quantum_grpc"``."""
-        return "quantum_grpc"
 
     @property
     def mode(self) -> str:
@@ -145,7 +142,8 @@ class QuantumGrpcSource(EntropySource):
         """Fetch ``n`` bytes generated after this call began, with provenance.
 
         ``sequence_id`` and ``device_id`` are the first request's; ``generated_ns``
-        is the earliest server timestamp (0 when the server sends none);
+        is the earliest server timestamp (``None`` when the response layout or
+        the server has none: never invented);
         ``response_count`` counts all response messages.
 
         Raises:
@@ -159,23 +157,25 @@ class QuantumGrpcSource(EntropySource):
         replies = [self._request(min(size, n - start)) for start in range(0, n, size)]
         received_ns = time.time_ns()
         first = replies[0]
-        stamps = [r.generated_ns for r in replies if r.generated_ns]
+        stamps = [r.generated_ns for r in replies if r.generated_ns is not None]
         return EntropyFetch(
             data=first.data if len(replies) == 1 else b"".join(r.data for r in replies),
             source=self.name,
             device_id=first.device_id,
             sequence_id=first.sequence_id,
             requested_ns=requested_ns,
-            generated_ns=min(stamps) if stamps else 0,
+            generated_ns=min(stamps) if stamps else None,
             received_ns=received_ns,
             response_count=sum(r.responses for r in replies),
         )
 
     def _request(self, n: int) -> Reply:
         error: GrpcEntropyError | None = None
-        for attempt in range(self._retries + 1):
+        attempts = self._retries + 1
+        full = False
+        while attempts > 0:
             try:
-                timeout_s = self._breaker.acquire(n)
+                admission = self._breaker.acquire(n, full=full)
             except CircuitOpenError:
                 if error is not None:
                     raise error from None  # the circuit opened on this fetch's own failures
@@ -183,21 +183,29 @@ class QuantumGrpcSource(EntropySource):
             try:
                 loop, transport = self._started()
             except BaseException:
-                self._breaker.release()
+                self._breaker.release(admission)
                 raise
             sequence_id = next(self._sequence)
             start = time.perf_counter()
             try:
-                reply = loop.run(transport.request(n, sequence_id, timeout_s), self._pending)
+                reply = loop.run(
+                    transport.request(n, sequence_id, admission.timeout_s), self._pending
+                )
             except GrpcEntropyError as exc:
                 elapsed = time.perf_counter() - start
-                opened = self._breaker.record_failure(
-                    elapsed, n, timeout_s=timeout_s if exc.timed_out else None
-                )
+                opened = self._breaker.record_failure(admission, elapsed, timed_out=exc.timed_out)
                 self._last_error = str(exc)
+                error = exc
+                # A deadline learnt from recent calls ran out: the server is slower than
+                # it was, not gone. Ask it again at the configured timeout, without
+                # spending a retry, before anything counts as a failure.
+                escalate = exc.timed_out and not admission.full
+                if not escalate:
+                    attempts -= 1
+                full = full or escalate
                 # One line per attempt would flood the log during an outage at token rate;
                 # the fallback logs the outage once, the circuit its transitions.
-                logger.debug("attempt %d of %d failed: %s", attempt + 1, self._retries + 1, exc)
+                logger.debug("attempt on %s failed (%d left): %s", self._mode, attempts, exc)
                 if opened:
                     logger.warning(
                         "circuit opened for %s (%s): %s; calls fail fast for %.1f s",
@@ -206,24 +214,24 @@ class QuantumGrpcSource(EntropySource):
                         exc,
                         self._recovery_s,
                     )
-                error = exc
                 if exc.code == "UNAVAILABLE":
                     self._discard(loop, transport)
                 if not exc.retryable:
                     break
                 continue
             except BaseException as exc:
-                self._breaker.release()
+                self._breaker.release(admission)
                 if self._closed and isinstance(exc, Exception):
                     raise EntropyUnavailableError(
                         "quantum_grpc source closed during the call"
                     ) from exc
                 raise
-            if self._breaker.record_success(time.perf_counter() - start, n):
+            if self._breaker.record_success(admission, time.perf_counter() - start):
                 logger.info(
                     "circuit closed for %s: the server answers again", self._settings.address
                 )
-            self._device_id = reply.device_id
+            if reply.device_id:
+                self._device_id = reply.device_id
             return reply
         assert error is not None
         raise error
@@ -251,6 +259,7 @@ class QuantumGrpcSource(EntropySource):
             "total_timeouts": snap.total_timeouts,
             "total_rejected": snap.total_rejected,
             "times_opened": snap.times_opened,
+            "total_stale": snap.total_stale,
             "last_error": self._last_error,
         }
 

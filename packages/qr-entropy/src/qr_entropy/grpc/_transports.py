@@ -9,8 +9,9 @@
   any error the call is cancelled and never read again; the next request opens
   a new call.
 
-Every response must echo the request's ``sequence_id`` (0 = not echoed is
-accepted) and the bytes must total exactly the number requested.
+Where the response layout has a ``sequence_id`` field, every response must
+echo the request's (0 = not echoed is accepted); the bytes must total exactly
+the number requested.
 All coroutines run on the client's private event loop.
 """
 
@@ -32,16 +33,11 @@ __all__ = ["BidiTransport", "Reply", "ServerStreamingTransport", "Transport", "U
 # grpc-stubs lacks aio.EOF, the sentinel read() returns when the server ends the stream.
 _EOF: object = aio.EOF  # type: ignore[attr-defined]
 
-# Errors that another immediate attempt cannot fix.
-_FINAL_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
+# Status codes worth another attempt within the same fetch: the server (or the
+# connection to it) is momentarily away, or a deadline ran out. Every other code
+# (UNAUTHENTICATED, INVALID_ARGUMENT, INTERNAL, UNKNOWN, NOT_FOUND, ...) says the
+# same request will be answered the same way, so the fetch fails at once.
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +45,15 @@ class Reply:
     """The answer to one request."""
 
     data: bytes
+    """Exactly the bytes requested."""
     sequence_id: int
-    generated_ns: int
+    """The request's ``sequence_id``."""
+    generated_ns: int | None
+    """The first response's generation time; ``None`` when the layout or server has none."""
     device_id: str
+    """The first response's device id; "" when absent."""
     responses: int
+    """Response messages the bytes came in."""
 
 
 def map_rpc_error(exc: aio.AioRpcError, method: str, settings: ChannelSettings) -> GrpcEntropyError:
@@ -76,7 +77,7 @@ def map_rpc_error(exc: aio.AioRpcError, method: str, settings: ChannelSettings) 
         message,
         code=code.name,
         timed_out=code is grpc.StatusCode.DEADLINE_EXCEEDED,
-        retryable=code not in _FINAL_CODES,
+        retryable=code in RETRYABLE_CODES,
     )
 
 
@@ -118,6 +119,8 @@ class Transport(ABC):
             raise GrpcEntropyError(
                 f"channel to {self._settings.address} closed during the call: {exc}",
                 code="CANCELLED",
+                # Our own channel was replaced under the call: the next attempt gets a new one.
+                retryable=True,
             ) from None
 
     @abstractmethod
@@ -159,12 +162,10 @@ class UnaryTransport(Transport):
             )
         except aio.AioRpcError as exc:
             raise map_rpc_error(exc, self._method, self._settings) from None
-        response = decode_response(payload)
+        response = decode_response(payload, self._settings.layout)
         check_response(response, sequence_id, self._method)
         check_length(len(response.data), n, self._method)
-        return Reply(
-            response.data, sequence_id, response.generation_timestamp_ns, response.device_id, 1
-        )
+        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
 
 
 class ServerStreamingTransport(Transport):
@@ -191,7 +192,7 @@ class ServerStreamingTransport(Transport):
         first: WireResponse | None = None
         try:
             async for payload in call:
-                response = decode_response(payload)
+                response = decode_response(payload, self._settings.layout)
                 check_response(response, sequence_id, self._method)
                 first = first or response
                 chunks.append(response.data)
@@ -206,7 +207,7 @@ class ServerStreamingTransport(Transport):
         check_length(total, n, self._method)
         assert first is not None  # total == n > 0 means at least one chunk
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Reply(data, sequence_id, first.generation_timestamp_ns, first.device_id, len(chunks))
+        return Reply(data, sequence_id, first.generated_ns, first.device_id, len(chunks))
 
 
 class BidiTransport(Transport):
@@ -245,7 +246,7 @@ class BidiTransport(Transport):
                 f"{code.name} from {self._settings.address} ({self._method}): "
                 f"stream ended: {details}",
                 code=code.name,
-                retryable=code not in _FINAL_CODES,
+                retryable=code in RETRYABLE_CODES,
             )
         assert isinstance(payload, bytes)
         return payload
@@ -257,7 +258,7 @@ class BidiTransport(Transport):
             try:
                 async with asyncio.timeout(timeout_s):
                     payload = await self._exchange(encode_request(n, sequence_id))
-                response = decode_response(payload)
+                response = decode_response(payload, self._settings.layout)
                 check_response(response, sequence_id, self._method)
                 check_length(len(response.data), n, self._method)
             except TimeoutError:
@@ -285,9 +286,7 @@ class BidiTransport(Transport):
                 # Never read this stream again: a late reply would belong to this request.
                 self._drop_stream()
                 raise
-        return Reply(
-            response.data, sequence_id, response.generation_timestamp_ns, response.device_id, 1
-        )
+        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
 
     async def aclose(self) -> None:
         """Cancel the stream, then close the channel."""

@@ -1,12 +1,11 @@
 """Protobuf wire format for just the fields the client needs.
 
 The client never imports generated stubs, so any server whose request has the
-byte count in field 1 and whose response has the bytes in field 1 works
-(``qr_entropy.EntropyService``, ``qrng.QuantumRNG``, ...). Request: field 1
-``bytes_needed`` (varint), field 2 ``sequence_id`` (varint). Response: field 1
-``data`` (bytes), 2 ``sequence_id``, 3 ``generation_timestamp_ns`` (varints),
-4 ``device_id`` (UTF-8 string). Unknown fields are skipped; anything that does
-not parse raises :class:`WireFormatError`.
+byte count in field 1 works (``qr_entropy.EntropyService``, ``qrng.QuantumRNG``,
+...). Request: field 1 ``bytes_needed`` (varint), field 2 ``sequence_id``
+(varint; a server that does not know it skips it). Response: the fields a
+:class:`~qr_entropy.grpc._layout.ResponseLayout` declares; other fields are
+skipped; anything that does not parse raises :class:`WireFormatError`.
 """
 
 from __future__ import annotations
@@ -14,22 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qr_entropy.grpc._errors import WireFormatError
+from qr_entropy.grpc._layout import PRESETS, ResponseLayout
 
 __all__ = ["WireResponse", "decode_response", "encode_request"]
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _U64 = 1 << 64
 _MAX_VARINT_BYTES = 10
+QR_ENTROPY = PRESETS["qr_entropy"]
 
 
 @dataclass(frozen=True, slots=True)
 class WireResponse:
-    """The fields of one decoded response; absent fields have proto3 defaults."""
+    """The fields of one decoded response."""
 
     data: bytes
+    """The random bytes (empty when absent)."""
     sequence_id: int
-    generation_timestamp_ns: int
+    """The echoed ``sequence_id``; 0 when absent (not echoed)."""
+    generated_ns: int | None
+    """Generation time in epoch nanoseconds; ``None`` when absent."""
     device_id: str
+    """The device id; "" when absent."""
 
 
 def _varint(value: int) -> bytes:
@@ -75,39 +80,56 @@ def _signed64(value: int) -> int:
     return value - _U64 if value >= 1 << 63 else value
 
 
-def decode_response(payload: bytes) -> WireResponse:
-    """Parse a response message.
+_WIRE_NAMES = {_VARINT: "a varint", _I64: "fixed64", _LEN: "length-delimited", _I32: "fixed32"}
+
+
+def _wrong_type(layout: ResponseLayout, field: int, role: str, wire_type: int) -> WireFormatError:
+    expected = "length-delimited" if role in ("data", "device_id") else "a varint"
+    return WireFormatError(
+        f"field {field} ({role}) of response layout {layout.name!r} arrived as "
+        f"{_WIRE_NAMES[wire_type]}, expected {expected} (QR_GRPC_RESPONSE_LAYOUT)"
+    )
+
+
+def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> WireResponse:
+    """Parse a response message, reading only the fields ``layout`` declares.
 
     Args:
         payload: The serialised message as received.
+        layout: Which field holds what (``QR_GRPC_RESPONSE_LAYOUT``).
 
     Returns:
-        Its fields. A repeated scalar field keeps its last value, as protobuf does.
+        Its fields; a field the layout lacks, or that the server left at its
+        proto3 default (0, empty), is absent: ``sequence_id`` 0, ``generated_ns``
+        ``None``, ``device_id`` "". A repeated scalar field keeps its last value,
+        as protobuf does.
 
     Raises:
-        WireFormatError: truncated data, an unknown wire type, a known field with
-            the wrong wire type, or a ``device_id`` that is not UTF-8.
+        WireFormatError: truncated data, an unknown wire type, a declared field
+            with another wire type (naming the field, the layout and what
+            arrived), or a ``device_id`` that is not UTF-8.
     """
     buf = memoryview(payload)
     end = len(buf)
     pos = 0
     data = b""
     sequence_id = 0
-    generated_ns = 0
+    timestamp = 0
     device_id = ""
     while pos < end:
         key, pos = _read_varint(buf, pos)
         field, wire_type = key >> 3, key & 7
         if field == 0:
             raise WireFormatError(f"field number 0 at byte {pos}")
+        role = layout.role(field)
         if wire_type == _VARINT:
             value, pos = _read_varint(buf, pos)
-            if field == 2:
+            if role == "sequence_id":
                 sequence_id = _signed64(value)
-            elif field == 3:
-                generated_ns = _signed64(value)
-            elif field in (1, 4):
-                raise WireFormatError(f"field {field} is a varint, expected length-delimited")
+            elif role is not None and role.startswith("timestamp"):
+                timestamp = _signed64(value)
+            elif role is not None:
+                raise _wrong_type(layout, field, role, wire_type)
         elif wire_type == _LEN:
             length, pos = _read_varint(buf, pos)
             stop = pos + length
@@ -115,22 +137,25 @@ def decode_response(payload: bytes) -> WireResponse:
                 raise WireFormatError(
                     f"field {field} declares {length} bytes, only {end - pos} remain"
                 )
-            if field == 1:
+            if role == "data":
                 data = bytes(buf[pos:stop])
-            elif field == 4:
+            elif role == "device_id":
                 try:
                     device_id = str(buf[pos:stop], "utf-8")
                 except UnicodeDecodeError as exc:
-                    raise WireFormatError("field 4 (device_id) is not UTF-8") from exc
-            elif field in (2, 3):
-                raise WireFormatError(f"field {field} is length-delimited, expected a varint")
+                    raise WireFormatError(
+                        f"field {field} (device_id) of response layout {layout.name!r} is not UTF-8"
+                    ) from exc
+            elif role is not None:
+                raise _wrong_type(layout, field, role, wire_type)
             pos = stop
         elif wire_type in (_I64, _I32):
-            if field in (1, 2, 3, 4):
-                raise WireFormatError(f"field {field} has fixed-width wire type {wire_type}")
+            if role is not None:
+                raise _wrong_type(layout, field, role, wire_type)
             pos += 8 if wire_type == _I64 else 4
             if pos > end:
                 raise WireFormatError(f"truncated fixed-width field {field}")
         else:
             raise WireFormatError(f"unsupported wire type {wire_type} for field {field}")
+    generated_ns = timestamp * layout.timestamp_scale_ns if timestamp else None
     return WireResponse(data, sequence_id, generated_ns, device_id)
