@@ -42,7 +42,7 @@ class Servers:
     base_url: str
     model: str
     records: Path
-    entropy: subprocess.Popen[bytes]
+    entropy: subprocess.Popen[str]
     vllm_log: Path
 
 

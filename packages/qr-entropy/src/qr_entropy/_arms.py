@@ -31,7 +31,7 @@ from qr_entropy._config import QR_SETTINGS_CONFIG, EntropyConfig
 from qr_entropy._env import QRSettings
 from qr_entropy._exceptions import ConfigError
 from qr_entropy._fetch import EntropyFetch
-from qr_entropy._fields import describe_allowed, is_secret
+from qr_entropy._fields import explain_validation, shown
 from qr_entropy._registry import get_source_class
 from qr_entropy._source import EntropySource
 
@@ -51,7 +51,6 @@ _ENV = "QR_SOURCES"
 # Settings of the whole engine, not of one source: an arm setting one would be
 # silently ignored, so it is refused.
 _ENGINE_ONLY = {"calibration_path": "a calibration applies to the whole engine"}
-_MAX_VALUE_REPR = 60
 
 
 class SourcesSettings(QRSettings):
@@ -125,7 +124,7 @@ def _load_json(text: str) -> object:
             content = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
-                f"{_ENV}={_shown(stripped)} is neither a JSON object (starting with '{{') "
+                f"{_ENV}={shown(stripped)} is neither a JSON object (starting with '{{') "
                 f"nor a readable file: {exc.strerror or exc}"
             ) from None
     try:
@@ -156,34 +155,12 @@ def _arm_config(name: object, settings: object, base: EntropyConfig) -> EntropyC
     try:
         config = EntropyConfig.model_validate({**base.model_dump(), **settings})
     except ValidationError as exc:
-        raise ConfigError(_explain(label, exc, settings)) from None
+        raise ConfigError(f"{label}: " + explain_validation(exc, EntropyConfig, settings)) from None
     try:
         get_source_class(config.entropy_source_type)
     except ConfigError as exc:
         raise ConfigError(f"{label}: entropy_source_type: {exc}") from None
     return config
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
-
-
-def _explain(label: str, exc: ValidationError, settings: Mapping[str, object]) -> str:
-    problems: list[str] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = error.get("loc", ())
-        field_name = loc[0] if loc else None
-        if isinstance(field_name, str) and field_name in settings:
-            field = EntropyConfig.model_fields[field_name]
-            value = "<secret>" if is_secret(field) else _shown(settings[field_name])
-            problems.append(
-                f"{field_name}={value} is invalid ({error['msg']}); "
-                f"allowed: {describe_allowed(field)}"
-            )
-        else:
-            problems.append(f"{error['msg']}")
-    return f"{label}: " + "; ".join(problems)
 
 
 class ArmSources:

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from qr_entropy._exceptions import ConfigError
-from qr_entropy._fields import describe_allowed, env_var_name, is_secret
+from qr_entropy._fields import describe_allowed, env_var_name, is_secret, shown
 
 __all__ = ["SETTINGS_GROUP", "QRSettings", "SettingsError", "warn_unknown_variables"]
 
@@ -42,7 +42,6 @@ SETTINGS_GROUP = "qr_sampler.settings"
 # (``QR_SERVER_*``, ``QR_HARDWARE_DEVICE``) and the tiny test model's cache.
 _READ_ELSEWHERE_PREFIXES = ("QR_SERVER_",)
 _READ_ELSEWHERE = frozenset({"QR_HARDWARE_DEVICE", "QR_TINY_MODEL_CACHE"})
-_MAX_VALUE_REPR = 60
 
 
 class SettingsError(ConfigError, ValidationError):
@@ -57,11 +56,6 @@ class SettingsError(ConfigError, ValidationError):
 
     def __str__(self) -> str:
         return self._message
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
 
 
 def _settings_error(
@@ -79,7 +73,7 @@ def _settings_error(
             problems.append(str(error["msg"]))
             continue
         field = model.model_fields[name]
-        value = "<secret>" if is_secret(field) else _shown(error.get("input"))
+        value = "<secret>" if is_secret(field) else shown(error.get("input"))
         where = name if name in passed else env_var_name(name, prefix)
         from_env = from_env or name not in passed
         what = "" if name in passed else f" (setting {name})"

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
-from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic import BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-__all__ = ["describe_allowed", "env_var_name", "field_default", "is_secret", "settings_table"]
+__all__ = [
+    "describe_allowed",
+    "env_var_name",
+    "explain_validation",
+    "field_default",
+    "is_secret",
+    "settings_table",
+    "shown",
+]
+
+_MAX_VALUE_REPR = 60
 
 _NONE_TYPE = type(None)
 
@@ -143,3 +154,43 @@ def settings_table(model: type[BaseModel], env_prefix: str = "QR_") -> str:
             f"| {description} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut to 60 characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
+
+
+def explain_validation(
+    exc: ValidationError,
+    model: type[BaseModel],
+    values: Mapping[str, object],
+    *,
+    prefix: str = "",
+    group: str | None = None,
+) -> str:
+    """One message for a failed validation of ``values`` against ``model``.
+
+    Each refused field is named (with ``prefix``), with its value (never a
+    secret's) and what is allowed. A problem that belongs to no single given
+    field is pydantic's own message, or, with ``group``, says that the given
+    fields of that group are inconsistent.
+    """
+    problems: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error.get("loc", ())
+        name = loc[0] if loc else None
+        if isinstance(name, str) and name in values:
+            field = model.model_fields[name]
+            value = "<secret>" if is_secret(field) else shown(values[name])
+            problems.append(
+                f"{prefix}{name}={value} is invalid ({error['msg']}); "
+                f"allowed: {describe_allowed(field)}"
+            )
+        elif group is not None:
+            keys = ", ".join(prefix + n for n in values)
+            problems.append(f"{group} {keys} are inconsistent: {error['msg']}")
+        else:
+            problems.append(f"{error['msg']}")
+    return "; ".join(problems)

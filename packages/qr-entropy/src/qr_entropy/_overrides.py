@@ -8,18 +8,11 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from qr_entropy._exceptions import ConfigError
-from qr_entropy._fields import describe_allowed, env_var_name, is_secret
+from qr_entropy._fields import env_var_name, explain_validation
 
 __all__ = ["apply_overrides"]
 
 M = TypeVar("M", bound=BaseModel)
-
-_MAX_VALUE_REPR = 60
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
 
 
 def apply_overrides(
@@ -74,24 +67,6 @@ def apply_overrides(
     try:
         return model.model_validate({**base.model_dump(), **updates})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, model, updates, prefix)) from None
-
-
-def _explain(
-    exc: ValidationError, model: type[BaseModel], updates: Mapping[str, object], prefix: str
-) -> str:
-    problems: list[str] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = error.get("loc", ())
-        name = loc[0] if loc else None
-        if isinstance(name, str) and name in updates:
-            field = model.model_fields[name]
-            value = "<secret>" if is_secret(field) else _shown(updates[name])
-            problems.append(
-                f"{prefix}{name}={value} is invalid ({error['msg']}); "
-                f"allowed: {describe_allowed(field)}"
-            )
-        else:
-            keys = ", ".join(prefix + n for n in updates)
-            problems.append(f"overrides {keys} are inconsistent: {error['msg']}")
-    return "; ".join(problems)
+        raise ConfigError(
+            explain_validation(exc, model, updates, prefix=prefix, group="overrides")
+        ) from None
