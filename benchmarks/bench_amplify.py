@@ -5,7 +5,9 @@ B in {1, 8, 64}: ``zscore_mean`` and ``zscore_bits`` (randomised transform, with
 and without a device calibration) and their ``phi_approx_*`` variants, next to
 the floor of one pass over the same bytes (``np.add.reduce`` into uint32). The
 null tables are built before timing (once per process, cached). Each figure is
-the median and the minimum of ``--repeat`` timed calls after one warm-up call.
+the median and the minimum of ``--repeat`` timed calls after one warm-up call;
+the cells take turns, one call each, so that a slow spell of a shared machine
+falls on all of them alike.
 
 Usage: ``python benchmarks/bench_amplify.py [--repeat N] [--sample-count N]``
 """
@@ -26,16 +28,6 @@ from qr_core import SamplingConfig, SignalAmplifier, build_amplifier
 
 BATCHES = (1, 8, 64)
 NAMES = ("zscore_mean", "zscore_bits", "phi_approx_zscore_mean", "phi_approx_zscore_bits")
-
-
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
 
 
 def calibrated(amp: SignalAmplifier, n: int) -> SignalAmplifier:
@@ -64,20 +56,32 @@ def main() -> None:
     print(f"N = {n} bytes per row, median / min of {args.repeat} calls, ms per call (whole step)")
     raws = {b: np.frombuffer(os.urandom(b * n), np.uint8).reshape(b, n) for b in BATCHES}
     print(f"{'':32}" + "".join(f"B={b:<16}" for b in BATCHES))
-
-    def row(label: str, make: Callable[[np.ndarray], Callable[[], object]]) -> None:
-        cells = []
-        for b in BATCHES:
-            med, low = timed(make(raws[b]), args.repeat)
-            cells.append(f"{med:6.3f} / {low:6.3f}   ")
-        print(f"{label:32}" + "".join(cells))
-
-    row("floor: one pass (uint32 sums)", floor)
+    rows: dict[str, Callable[[np.ndarray], Callable[[], object]]] = {
+        "floor: one pass (uint32 sums)": floor
+    }
     for name in NAMES:
         amp = build_amplifier(SamplingConfig(signal_amplifier_type=name, sample_count=n))
-        row(name, functools.partial(amplify, amp))
+        rows[name] = functools.partial(amplify, amp)
         if not name.startswith("phi"):
-            row(name + " calibrated", functools.partial(amplify, calibrated(amp, n)))
+            rows[name + " calibrated"] = functools.partial(amplify, calibrated(amp, n))
+    # Every cell's calls are interleaved with every other's, one call each in turn,
+    # so that a slow spell of a shared machine falls on all of them alike.
+    calls = {(label, b): make(raws[b]) for label, make in rows.items() for b in BATCHES}
+    for call in calls.values():
+        call()
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in calls}
+    for _ in range(args.repeat):
+        for key, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[key].append((time.perf_counter() - t0) * 1e3)
+    for label in rows:
+        cells = [
+            f"{statistics.median(times[label, b]):6.3f} / {min(times[label, b]):6.3f}   "
+            for b in BATCHES
+        ]
+        print(f"{label:32}" + "".join(cells))
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 def floor(raw: np.ndarray) -> Callable[[], object]:

@@ -7,10 +7,17 @@ request encoding, transport, server generation, decoding, checks) in every
 mode, for 20,480 bytes (one token) and 1,310,720 bytes (a batch of 64 tokens in
 one request), next to ``os.urandom`` for the same byte counts.
 
-Targets: bidi over a unix socket p50 <= 200 us for 20,480 bytes; 64 x 20,480
-bytes in one request <= 3 x the os.urandom time for the same bytes (p50).
+Then the floors, over TCP and a unix socket: a bare grpcio client (synchronous
+API, no project code) against a bare grpcio server, and the same client code
+path as above (``bidi_streaming``, layout ``bytes_only``) against that same bare
+server, which separates the client's cost from the reference server's.
 
-Usage: ``python benchmarks/bench_grpc.py [--repeat N] [--warmup N]``
+Targets: bidi over a unix socket p50 <= 200 us for 20,480 bytes; 64 x 20,480
+bytes in one request <= 3 x the os.urandom time for the same bytes (p50);
+issue 12, item 7: the bidi fetch of 20,480 bytes p50 <= 1.15 x and p99 <= 2 x
+the bare grpcio bidi floor, TCP and unix socket.
+
+Usage: ``python benchmarks/bench_grpc.py [--repeat N] [--warmup N] [--breakdown]``
 """
 
 from __future__ import annotations
@@ -34,12 +41,25 @@ import grpc
 
 from qr_entropy import EntropyConfig, EntropyFetch, GrpcMode
 from qr_entropy.grpc import CircuitBreaker, QuantumGrpcSource
+from qr_entropy.grpc._watchdog import Watchdog
 from qr_entropy.grpc._wire import decode_response
 
 MODES: tuple[GrpcMode, ...] = get_args(GrpcMode)
 ONE = 20_480
 BATCH = 64 * ONE
 READY = "qr-entropy-server listening on "
+FLOOR_BIDI_PATH = "/floor.Floor/Bi"
+P50_RATIO, P99_RATIO = 1.15, 2.0  # issue 12, item 7
+
+
+def field1_prefix(n: int) -> bytes:
+    """Tag and length of protobuf field 1 holding ``n`` bytes (written by hand)."""
+    length = bytearray()
+    while n > 0x7F:
+        length.append((n & 0x7F) | 0x80)
+        n >>= 7
+    length.append(n)
+    return b"\x0a" + bytes(length)
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -92,16 +112,19 @@ def start_server(args: list[str]) -> tuple[subprocess.Popen[str], str]:
 def floor_server(kind: str, address: str) -> None:
     """Child process: a server with no project code, answering os.urandom(20,480) per request.
 
-    ``grpc``: a bare grpcio server with a unary ``/floor.Floor/Get`` and a
-    bidirectional ``/floor.Floor/Bi`` method on raw bytes. ``raw``: a plain
-    unix socket that answers each 4-byte length with that many bytes.
+    ``grpc``: a bare grpcio server (synchronous API) with a unary
+    ``/floor.Floor/Get`` and a bidirectional ``/floor.Floor/Bi`` method on raw
+    bytes; each bidi reply is the bytes as protobuf field 1 (a 4-byte prefix),
+    so the project's client can read it with layout ``bytes_only``. ``raw``: a
+    plain unix socket that answers each 4-byte length with that many bytes.
     """
     if kind == "grpc":
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        prefix = field1_prefix(ONE)
 
         def bidi(requests: Iterator[bytes], _ctx: grpc.ServicerContext) -> Iterator[bytes]:
             for _ in requests:
-                yield os.urandom(ONE)
+                yield prefix + os.urandom(ONE)
 
         handlers = {
             "Get": grpc.unary_unary_rpc_method_handler(lambda _req, _ctx: os.urandom(ONE)),
@@ -110,9 +133,9 @@ def floor_server(kind: str, address: str) -> None:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("floor.Floor", handlers),)
         )
-        server.add_insecure_port(address)
+        port = server.add_insecure_port(address)
         server.start()
-        print(READY + address, flush=True)
+        print(READY + (address if address.startswith("unix:") else f"127.0.0.1:{port}"), flush=True)
         server.wait_for_termination()
         return
     with socket.socket(socket.AF_UNIX) as listener:
@@ -125,36 +148,62 @@ def floor_server(kind: str, address: str) -> None:
                 conn.sendall(os.urandom(int.from_bytes(header, "little")))
 
 
-def floors(tmp: Path, repeat: int, warmup: int) -> dict[str, tuple[float, float]]:
-    """p50/p99 of 20,480-byte round trips with no project code on either side.
+def floor_addresses(tmp: Path) -> dict[str, str]:
+    """Where the floor servers listen, per transport."""
+    return {"tcp": "127.0.0.1:0", "unix": f"unix://{tmp / 'floor.sock'}"}
+
+
+def client_on_floor_server(address: str) -> QuantumGrpcSource:
+    """The project's bidi client, pointed at the bare floor server."""
+    return QuantumGrpcSource(
+        EntropyConfig(
+            grpc_server_address=address,
+            grpc_mode="bidi_streaming",
+            grpc_stream_method_path=FLOOR_BIDI_PATH,
+            grpc_response_layout="bytes_only",
+            grpc_timeout_ms=10_000.0,
+        )
+    )
+
+
+def floors(
+    tmp: Path, repeat: int, warmup: int, transports: tuple[str, ...] = ("tcp", "unix")
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """p50/p99 of 20,480-byte round trips, keyed by (what, transport).
 
     What any Python client pays per fetch on this machine before its own work:
     a bare grpcio unary call and a bare grpcio bidirectional exchange (sync
-    API) against a bare grpcio server in another process, and a plain unix
-    socket round trip to a process that answers with os.urandom.
+    API) against a bare grpcio server in another process; over a unix socket
+    also a plain socket round trip to a process that answers with os.urandom.
     """
-    results: dict[str, tuple[float, float]] = {}
-    grpc_proc, address = start_server(
-        [__file__, "--floor-server", "grpc", f"unix://{tmp / 'floor.sock'}"]
-    )
-    try:
-        with grpc.insecure_channel(address) as channel:
-            unary = channel.unary_unary("/floor.Floor/Get")
-            results["bare grpcio unary"] = timed(
-                functools.partial(unary, b"", timeout=10.0), repeat, warmup
-            )
-            requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-            responses = channel.stream_stream("/floor.Floor/Bi")(iter(requests.get, None))
+    results: dict[tuple[str, str], tuple[float, float]] = {}
+    for transport in transports:
+        grpc_proc, address = start_server(
+            [__file__, "--floor-server", "grpc", floor_addresses(tmp)[transport]]
+        )
+        try:
+            with grpc.insecure_channel(address) as channel:
+                unary = channel.unary_unary("/floor.Floor/Get")
+                results["bare grpcio unary", transport] = timed(
+                    functools.partial(unary, b"", timeout=10.0), repeat, warmup
+                )
+                requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+                responses = channel.stream_stream(FLOOR_BIDI_PATH)(iter(requests.get, None))
 
-            def exchange() -> bytes:
-                requests.put(b"")
-                return next(responses)
+                def exchange(
+                    requests: queue.SimpleQueue[bytes | None] = requests,
+                    responses: Iterator[bytes] = responses,
+                ) -> bytes:
+                    requests.put(b"")
+                    return next(responses)
 
-            results["bare grpcio bidi"] = timed(exchange, repeat, warmup)
-            requests.put(None)
-    finally:
-        grpc_proc.terminate()
-        grpc_proc.wait(10)
+                results["bare grpcio bidi", transport] = timed(exchange, repeat, warmup)
+                requests.put(None)
+        finally:
+            grpc_proc.terminate()
+            grpc_proc.wait(10)
+    if "unix" not in transports:
+        return results
     raw_proc, path = start_server([__file__, "--floor-server", "raw", str(tmp / "raw.sock")])
     try:
         with socket.socket(socket.AF_UNIX) as conn:
@@ -168,22 +217,107 @@ def floors(tmp: Path, repeat: int, warmup: int) -> dict[str, tuple[float, float]
                 while got < ONE:
                     got += conn.recv_into(view[got:])
 
-            results["plain unix socket"] = timed(round_trip, repeat, warmup)
+            results["plain unix socket", "unix"] = timed(round_trip, repeat, warmup)
     finally:
         raw_proc.terminate()
         raw_proc.wait(10)
     return results
 
 
+def timed_together(
+    fns: dict[str, Callable[[], object]], repeat: int, warmup: int, block: int = 25
+) -> dict[str, tuple[float, float]]:
+    """p50/p99 (us) of each function, taking turns in blocks of ``block`` calls.
+
+    Taking turns puts every function under the same load over the same stretch
+    of time, so their ratio does not depend on what the rest of the machine
+    did when; blocks (rather than one call each) keep each path's threads warm
+    as in a run of fetches.
+    """
+    samples: dict[str, list[float]] = {label: [] for label in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    done = 0
+    while done < repeat:
+        count = min(block, repeat - done)
+        for label, fn in fns.items():
+            for _ in range(count):
+                start = time.perf_counter()
+                fn()
+                samples[label].append(time.perf_counter() - start)
+        done += count
+    return {label: percentiles(values) for label, values in samples.items()}
+
+
+def against_floor(
+    tmp: Path, repeat: int, warmup: int, transports: tuple[str, ...] = ("tcp", "unix")
+) -> dict[tuple[str, str], tuple[float, float]]:
+    """Issue 12, item 7: the bidi fetch against the bare grpcio bidi floor, interleaved.
+
+    Per transport, a bare grpcio server (the floor's) and the reference server
+    run side by side; each repetition times, in turn, a bare grpcio bidi
+    exchange with the bare server (the floor), a ``quantum_grpc`` bidi fetch
+    from the same bare server (the client's own cost: layout ``bytes_only``,
+    no sequence-id echo there), and a ``quantum_grpc`` bidi fetch from the
+    reference server (the caller's view). Keyed by (what, transport).
+    """
+    results: dict[tuple[str, str], tuple[float, float]] = {}
+    for transport in transports:
+        ref_address = "127.0.0.1:0" if transport == "tcp" else f"unix://{tmp / 'ref.sock'}"
+        procs = [
+            start_server([__file__, "--floor-server", "grpc", floor_addresses(tmp)[transport]]),
+            start_server(entropy_server_args(ref_address)),
+        ]
+        (_, floor_address), (_, reference) = procs
+        config = EntropyConfig(
+            grpc_server_address=reference, grpc_mode="bidi_streaming", grpc_timeout_ms=10_000.0
+        )
+        requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        try:
+            with (
+                grpc.insecure_channel(floor_address) as channel,
+                client_on_floor_server(floor_address) as on_floor,
+                QuantumGrpcSource(config) as on_reference,
+            ):
+                responses = channel.stream_stream(FLOOR_BIDI_PATH)(iter(requests.get, None))
+
+                def exchange(
+                    requests: queue.SimpleQueue[bytes | None] = requests,
+                    responses: Iterator[bytes] = responses,
+                ) -> bytes:
+                    requests.put(b"")
+                    return next(responses)
+
+                timings = timed_together(
+                    {
+                        "bare grpcio bidi (floor)": exchange,
+                        "quantum_grpc, floor's server": functools.partial(on_floor.fetch, ONE),
+                        "quantum_grpc, reference server": functools.partial(
+                            on_reference.fetch, ONE
+                        ),
+                    },
+                    repeat,
+                    warmup,
+                )
+                requests.put(None)
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+                proc.wait(10)
+        for label, figures in timings.items():
+            results[label, transport] = figures
+    return results
+
+
 def breakdown(address: str, repeat: int, warmup: int) -> dict[str, tuple[float, float]]:
     """Where a bidi fetch of 20,480 bytes spends its time (p50/p99 of each part, us).
 
-    Each part is timed on its own, ``repeat`` times: the whole fetch; the hand-off
-    of a coroutine that does nothing from the caller's thread to the client's
-    event-loop thread and back; the exchange itself (write, read, decode and
-    checks) timed inside the event loop, with no hand-off; decoding alone; the
-    breaker's bookkeeping (admit and record a success); building the fetch's
-    provenance record.
+    Each part is timed on its own, ``repeat`` times: the whole fetch; the
+    exchange itself (write, read, decode and checks) called on the transport
+    directly, without the breaker and provenance; the watchdog's arm + disarm
+    around each read; decoding alone; the breaker's bookkeeping (admit and
+    record a success); building the fetch's provenance record.
     """
     config = EntropyConfig(grpc_server_address=address, grpc_mode="bidi_streaming")
     parts: dict[str, tuple[float, float]] = {}
@@ -191,55 +325,43 @@ def breakdown(address: str, repeat: int, warmup: int) -> dict[str, tuple[float, 
         parts["whole fetch (caller's view)"] = timed(
             functools.partial(source.fetch, ONE), repeat, warmup
         )
-        loop, transport = source._started()
-
-        async def noop() -> None:
-            return None
-
-        parts["hand-off to the loop thread and back"] = timed(
-            lambda: loop.run(noop()), repeat, warmup
+        transport = source._started()
+        sequence = iter(range(10_000_000, 20_000_000))
+        parts["exchange (write, read, decode, checks)"] = timed(
+            lambda: transport.request(ONE, next(sequence), 10.0), repeat, warmup
         )
+    watchdog = Watchdog("bench-watchdog")
+    parts["watchdog arm + disarm"] = timed(
+        lambda: watchdog.disarm(watchdog.arm(10.0, int)), repeat, warmup
+    )
+    payload = field1_prefix(ONE) + os.urandom(ONE) + b"\x10\x01"
+    parts["decode 20,480-byte response"] = timed(
+        functools.partial(decode_response, payload), repeat, warmup
+    )
+    breaker = CircuitBreaker(ceiling_ms=5000.0)
 
-        async def exchanges() -> list[float]:
-            samples = []
-            for i in range(repeat + warmup):
-                start = time.perf_counter()
-                await transport.request(ONE, 10_000_000 + i, 10.0)
-                samples.append(time.perf_counter() - start)
-            return samples[warmup:]
+    def bookkeeping() -> None:
+        breaker.record_success(breaker.acquire(ONE), 0.001)
 
-        parts["exchange on the loop (write, read, decode, checks)"] = percentiles(
-            loop.run(exchanges())
-        )
-        payload = encode_response_for_breakdown(ONE)
-        parts["decode 20,480-byte response"] = timed(
-            functools.partial(decode_response, payload), repeat, warmup
-        )
-        breaker = CircuitBreaker(ceiling_ms=5000.0)
+    parts["breaker admit + record"] = timed(bookkeeping, repeat, warmup)
+    data = os.urandom(ONE)
 
-        def bookkeeping() -> None:
-            breaker.record_success(breaker.acquire(ONE), 0.001)
+    def provenance() -> EntropyFetch:
+        requested = time.time_ns()
+        return EntropyFetch(data, "quantum_grpc", "d", 1, requested, None, time.time_ns())
 
-        parts["breaker admit + record"] = timed(bookkeeping, repeat, warmup)
-        data = os.urandom(ONE)
-
-        def provenance() -> EntropyFetch:
-            requested = time.time_ns()
-            return EntropyFetch(data, "quantum_grpc", "d", 1, requested, None, time.time_ns())
-
-        parts["provenance record (EntropyFetch)"] = timed(provenance, repeat, warmup)
+    parts["provenance record (EntropyFetch)"] = timed(provenance, repeat, warmup)
     return parts
 
 
-def encode_response_for_breakdown(n: int) -> bytes:
-    """A ``qr_entropy`` response of ``n`` bytes, encoded by hand (tag, length, data)."""
-    length = bytearray()
-    value = n
-    while value > 0x7F:
-        length.append((value & 0x7F) | 0x80)
-        value >>= 7
-    length.append(value)
-    return b"\x0a" + bytes(length) + os.urandom(n) + b"\x10\x01"
+def print_target(label: str, p50: float, p99: float, floor: tuple[float, float]) -> None:
+    """One line of issue 12 item 7's target: p50 and p99 against the bare bidi floor."""
+    r50, r99 = p50 / floor[0], p99 / floor[1]
+    met = r50 <= P50_RATIO and r99 <= P99_RATIO
+    print(
+        f"  {label:<40} p50 {p50:>6.0f} us = {r50:.2f} x, "
+        f"p99 {p99:>6.0f} us = {r99:.2f} x: {'met' if met else 'MISSED'}"
+    )
 
 
 def main() -> None:
@@ -263,14 +385,14 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(10)
-            floor = floors(Path(tmp), args.repeat, args.warmup)["bare grpcio bidi"]
+            together = against_floor(Path(tmp), args.repeat, args.warmup, ("unix",))
         print(f"load average {os.getloadavg()[0]:.2f}; bidi, unix socket, 20,480 bytes")
+        print(" each part on its own, against the reference server (qr-entropy-server, urandom):")
         for label, (p50, p99) in parts.items():
             print(f"  {label:<52} p50 {p50:>7.1f} us  p99 {p99:>7.1f} us")
-        print(
-            f"  {'bare grpcio bidi floor (sync API)':<52} p50 {floor[0]:>7.1f} us  "
-            f"p99 {floor[1]:>7.1f} us"
-        )
+        print(" interleaved, bare grpcio server (sync API, no project code) and reference server:")
+        for (label, _), (p50, p99) in together.items():
+            print(f"  {label:<52} p50 {p50:>7.1f} us  p99 {p99:>7.1f} us")
         return
     if args.floor_server:
         floor_server(*args.floor_server)
@@ -328,10 +450,25 @@ def main() -> None:
             f"{p50 / base:>7.1f}{cpu:>12.0f}{srv:>12.0f}"
         )
     print("(CPU columns: microseconds of CPU time per fetch, client and server process)")
-    print("\nfloors: 20,480 B per round trip over a unix socket, no project code:")
+    print("\nfloors: 20,480 B per round trip, against a bare grpcio server (no project code):")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (p50, p99) in floors(Path(tmp), args.repeat, args.warmup).items():
-            print(f"  {label:<20} p50 {p50:>6.0f} us  p99 {p99:>6.0f} us")
+        floor = floors(Path(tmp), args.repeat, args.warmup)
+    for (label, transport), (p50, p99) in floor.items():
+        print(f"  {label:<24}{transport:<6} p50 {p50:>6.0f} us  p99 {p99:>6.0f} us")
+    print(
+        f"\ntarget (issue 12, item 7): bidi 20,480 B p50 <= {P50_RATIO} x and "
+        f"p99 <= {P99_RATIO:.0f} x the bare grpcio bidi floor; the three interleaved:"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        together = against_floor(Path(tmp), args.repeat, args.warmup)
+    for transport in ("tcp", "unix"):
+        floor_bidi = together["bare grpcio bidi (floor)", transport]
+        print(
+            f"  {transport + ', bare grpcio bidi (floor)':<40} p50 {floor_bidi[0]:>6.0f} us  "
+            f"p99 {floor_bidi[1]:>6.0f} us"
+        )
+        for label in ("quantum_grpc, reference server", "quantum_grpc, floor's server"):
+            print_target(f"{transport}, {label}", *together[label, transport], floor_bidi)
     bidi_unix = next(r for r in rows if r[:3] == ("bidi_streaming", "unix", ONE))
     best_batch = min(r[3] for r in rows if r[2] == BATCH)
     print(
@@ -344,6 +481,7 @@ def main() -> None:
         f"{ratio:.1f} x os.urandom ({urandom[BATCH][0]:.0f} us) <= 3 x: "
         f"{'met' if ratio <= 3 else 'MISSED'}"
     )
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

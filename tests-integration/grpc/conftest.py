@@ -108,6 +108,28 @@ class FaultServer(ServerProcess):
         """Switch the behaviour for the following requests."""
         self.control.write_text(mode)
 
+    @property
+    def _received(self) -> Path:
+        return self.control.with_name(self.control.name + ".received")
+
+    def forget_requests(self) -> None:
+        """Forget the last request seen in ``slow`` mode (see :meth:`wait_for_request`)."""
+        self._received.unlink(missing_ok=True)
+
+    def wait_for_request(self, timeout_s: float = 30.0) -> int:
+        """Wait until a request arrives in ``slow`` mode; return its sequence_id."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                text = self._received.read_text()
+            except FileNotFoundError:
+                text = ""
+            if text:  # the server writes it in one go; empty: not yet
+                return int(text)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no request reached the fault server in {timeout_s} s")
+            time.sleep(0.005)
+
 
 @pytest.fixture(scope="module")
 def fault_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., FaultServer]]:
@@ -161,16 +183,30 @@ def our_threads() -> list[threading.Thread]:
 def thread_baseline(servers: Callable[..., ServerProcess]) -> Callable[[], list[str]]:
     """Returns a check: the threads (but grpc's poller) that were not there before.
 
-    The baseline is taken once the client's one process-wide ``qr-entropy-grpc``
-    loop thread exists (started on first use, shared by every source); nothing
-    else may stay behind a closed source.
+    The baseline is taken once the client's two process-wide threads exist (each
+    started on first use, shared by every source): the ``qr-entropy-grpc`` loop
+    (server_streaming) and the ``qr-entropy-grpc-watchdog`` (bidi read
+    deadlines). Nothing else may stay behind a closed source. grpc's synchronous
+    API ends a cancelled call's own threads shortly after the cancel, so the
+    check allows them a second.
     """
     from qr_entropy.grpc import QuantumGrpcSource
 
-    with QuantumGrpcSource(config(servers().address)) as source:
-        source.fetch(8)
+    address = servers().address
+    for mode in ("server_streaming", "bidi_streaming"):
+        with QuantumGrpcSource(config(address, grpc_mode=mode)) as source:
+            source.fetch(8)
     before = {t.ident for t in our_threads()}
-    return lambda: [t.name for t in our_threads() if t.ident not in before]
+
+    def new_threads() -> list[str]:
+        deadline = time.monotonic() + 1.0
+        while True:
+            left = [t.name for t in our_threads() if t.ident not in before]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.01)
+
+    return new_threads
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ Behaviour is read per request from the ``--control`` file, so a test switches
 faults on a running server (first word of the file):
 
     ok                  correct answer
-    slow SECONDS        sleep, then answer correctly (a late reply)
+    slow SECONDS        sleep, then answer correctly (a late reply); before sleeping,
+                        write the sequence_id to CONTROL.received (a test's cue that
+                        the request arrived)
     wrong_length        one byte short
     wrong_seq           answer as if for the previous sequence_id (the orphaned-read defect)
     garbage             bytes that are not protobuf
@@ -45,6 +47,7 @@ def payload(sequence_id: int, n: int) -> bytes:
 class Faulty:
     def __init__(self, control: Path) -> None:
         self._control = control
+        self._received = control.with_name(control.name + ".received")
 
     def _mode(self) -> list[str]:
         try:
@@ -64,6 +67,7 @@ class Faulty:
             device_id="fault-server",
         ).SerializeToString()
         if mode[0] == "slow":
+            self._received.write_text(str(seq))
             time.sleep(float(mode[1]))
             return [right]
         if mode[0] == "wrong_length":

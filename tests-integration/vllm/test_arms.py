@@ -3,9 +3,13 @@
 One real ``qr-entropy-server`` process (unix socket, bidirectional streaming)
 feeds the ``qrng`` arm; the ``control`` arm uses the operating system. One
 vLLM server for the module (``QR_SOURCES`` names both arms); records are read
-from its ``QR_RECORD_PATH``. The last test kills the entropy server. The
-first runs the two-arm demo (``python -m qr_vllm.demo --arms``) in-process on
-the tiny model, before the server starts.
+from its ``QR_RECORD_PATH``. The ``qrng`` arm is calibrated: before vLLM starts,
+the real ``qr-entropy calibrate --arm qrng`` measures the entropy server (60
+blocks of the default 20,480 bytes; only the plumbing is under test here, not
+the calibration's precision), and the arm's ``calibration_path`` points at the
+file; ``control`` has none. The last test kills the entropy server. The first
+runs the two-arm demo (``python -m qr_vllm.demo --arms``) in-process on the
+tiny model, before the server starts.
 """
 
 from __future__ import annotations
@@ -27,7 +31,11 @@ from typing import Any
 
 import pytest
 
+from qr_core import Calibration, load_calibration
 from qr_core.records import TokenSamplingRecord
+from qr_core.records.cli import EXIT_CONFIG, EXIT_OK
+from qr_core.records.cli import main as qr_analyze
+from qr_vllm._config import calibrated_hash
 
 from .serve_helpers import (
     Server,
@@ -50,6 +58,8 @@ class ArmServers:
     model: str
     records: Path
     entropy: subprocess.Popen[str]
+    calibration: Calibration
+    """The ``qrng`` arm's calibration."""
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +83,11 @@ def arms(
         "control": {"entropy_source_type": "system"},
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("QR_")}
+    calibration = _calibrate_arm(
+        {**env, "QR_ENTROPY_SOURCE_TYPE": "system", "QR_SOURCES": json.dumps(sources)},
+        workdir / "qrng-calibration.json",
+    )
+    sources["qrng"]["calibration_path"] = str(workdir / "qrng-calibration.json")
     env.update(
         {
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -89,7 +104,7 @@ def arms(
         server = start_server(
             serve_command("--max-model-len", "512", "--seed", "0"), env, workdir, "vllm"
         )
-        yield ArmServers(server.base_url, str(tiny_model), records, entropy)
+        yield ArmServers(server.base_url, str(tiny_model), records, entropy, calibration)
     finally:
         if server is not None:
             stop_group(server.proc)
@@ -97,7 +112,26 @@ def arms(
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-def _completion(servers: ArmServers, tag: str, arm: str, max_tokens: int) -> tuple[int, Any]:
+def _calibrate_arm(env: dict[str, str], output: Path) -> Calibration:
+    """``qr-entropy calibrate --arm qrng``: the real command against the real server."""
+    command = ["calibrate", "--arm", "qrng", "--blocks", "60", "--output", str(output)]
+    done = subprocess.run(
+        [sys.executable, "-m", "qr_entropy.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    calibration = load_calibration(output)
+    assert (calibration.source_type, calibration.blocks) == ("quantum_grpc", 60)
+    return calibration
+
+
+def _completion(
+    servers: ArmServers, tag: str, arm: str, max_tokens: int, **xargs: object
+) -> tuple[int, Any]:
     return post(
         f"{servers.base_url}/v1/completions",
         {
@@ -106,7 +140,7 @@ def _completion(servers: ArmServers, tag: str, arm: str, max_tokens: int) -> tup
             "max_tokens": max_tokens,
             "ignore_eos": True,
             "return_token_ids": True,
-            "vllm_xargs": {"qr_request_tag": tag, "qr_entropy_source": arm},
+            "vllm_xargs": {"qr_request_tag": tag, "qr_entropy_source": arm, **xargs},
         },
     )
 
@@ -186,6 +220,18 @@ def test_a_mixed_batch_records_each_arms_tokens_with_its_own_entropy(
             assert all(r.sequence_id is None for r in records)
         everything += records
     assert_just_in_time(everything)
+    # Each arm's records carry its own calibration: the qrng arm's hash, none for control.
+    cal = arms.calibration
+    plain = {r.config_hash for r in everything if r.arm == "control"}
+    assert len(plain) == 1
+    (plain_hash,) = plain
+    by_arm = {"qrng": (cal.sha256, calibrated_hash(plain_hash, cal)), "control": (None, plain_hash)}
+    for r in everything:
+        assert (r.calibration_sha256, r.config_hash) == by_arm[str(r.arm)]
+    # qr-analyze does not pool the two calibrations silently: their config hashes
+    # differ, so it refuses without --allow-mixed-configs.
+    assert qr_analyze([str(arms.records), "--by", "arm"]) == EXIT_CONFIG
+    assert qr_analyze([str(arms.records), "--by", "arm", "--allow-mixed-configs"]) == EXIT_OK
     # Steps whose rows used both arms: one fetch per arm, each after the logits.
     mixed = [
         rows
@@ -217,6 +263,21 @@ def test_an_unknown_arm_gets_400_listing_the_configured_arms(arms: ArmServers) -
     assert "'control', 'qrng'" in text
     status, body = _completion(arms, "after-400", "control", 2)
     assert status == 200, body
+
+
+def test_a_calibrated_arm_refuses_overrides_of_what_it_was_measured_for(
+    arms: ArmServers,
+) -> None:
+    status, body = _completion(arms, "cal-400", "qrng", 2, qr_sample_count=512)
+    assert status == 400, body
+    text = json.dumps(body)
+    assert "qr_entropy_source='qrng' is calibrated" in text
+    assert "calibration sample_count=20480 does not match sample_count=512" in text
+    # The uncalibrated arm may change it.
+    status, body = _completion(arms, "control-512", "control", 2, qr_sample_count=512)
+    assert status == 200, body
+    (record, _) = records_for(arms.records, "control-512", 2)
+    assert (record.sample_count, record.calibration_sha256) == (512, None)
 
 
 def test_killing_the_qrng_server_flags_fallbacks_in_its_arm_only(
@@ -251,6 +312,9 @@ def test_killing_the_qrng_server_flags_fallbacks_in_its_arm_only(
     assert qrng[-1].fallback_reason
     first = next(i for i, r in enumerate(qrng) if r.fallback)
     assert all(r.fallback for r in qrng[first:]), "the server stays dead"
+    # Fallback rows keep their arm's calibration (and config hash), as with QR_CALIBRATION_PATH.
+    assert {r.calibration_sha256 for r in qrng} == {arms.calibration.sha256}
+    assert {r.calibration_sha256 for r in control} == {None}
     assert all(r.arm == "control" and not r.fallback for r in control)
     assert all(r.entropy_source == "system" and r.fallback_reason is None for r in control)
     # After the kill, steps with rows of both arms fell back in the qrng rows only.

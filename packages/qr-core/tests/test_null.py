@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from qr_core import ZScoreBitsAmplifier, ZScoreMeanAmplifier
-from qr_core._null import null_table
+from qr_core._null import Statistic, null_table
 from qr_core._pit import randomized_pit, uniform_53
 
 # What the implementation adds to the table error (see the module docstring).
@@ -166,6 +166,15 @@ def test_pit_atoms_tile_the_unit_interval() -> None:
     assert bottom[-1] == 1.0
     np.testing.assert_allclose(nearly_top[:-1], bottom[1:], rtol=0, atol=4.4e-16)
     assert np.all(np.diff(bottom) >= 0)
+
+
+@pytest.mark.parametrize("statistic", ["one_count", "byte_sum"])
+def test_atoms_outside_the_window_are_empty(statistic: Statistic) -> None:
+    table = null_table(statistic, 1016)
+    first, last = table.start, table.start + table.cdf.size - 1
+    lo, hi = table.atoms(np.array([first - 9, first - 1, first, last, last + 1, last + 9]))
+    assert lo.tolist() == [0.0, 0.0, 0.0, table.cdf[-2], 1.0, 1.0]
+    assert hi.tolist() == [0.0, 0.0, table.cdf[0], 1.0, 1.0, 1.0]
 
 
 def test_uniform_53_reads_the_last_8_bytes_little_endian() -> None:

@@ -41,6 +41,15 @@ def test_json_text_names_arms_in_order_and_arms_inherit_top_level_settings() -> 
     assert arms["control"].grpc_server_address == base.grpc_server_address
 
 
+def test_an_arm_is_calibrated_by_its_own_calibration_path_only() -> None:
+    # A calibration describes one device: the top-level one is not the arms'.
+    base = EntropyConfig(calibration_path="/etc/qr/top.json")
+    table = {**TWO_ARMS, "qrng": {**TWO_ARMS["qrng"], "calibration_path": "/etc/qr/q.json"}}
+    arms = parse_sources(json.dumps(table), base)
+    assert arms["qrng"].calibration_path == "/etc/qr/q.json"
+    assert arms["control"].calibration_path == ""
+
+
 def test_a_path_names_a_json_file(tmp_path: Path) -> None:
     path = tmp_path / "arms.json"
     path.write_text(json.dumps(TWO_ARMS), encoding="utf-8")
@@ -79,13 +88,8 @@ def test_the_arm_table_is_no_setting_of_the_top_level_source(
         ('{"": {}}', "QR_SOURCES: arm name '' is not allowed"),
         (
             '{"qrng": {"grpc_adress": "x"}}',
-            "QR_SOURCES: arm 'qrng': unknown or engine-wide setting(s) 'grpc_adress'; "
+            "QR_SOURCES: arm 'qrng': unknown setting(s) 'grpc_adress'; "
             "allowed: entropy_source_type, grpc_server_address,",
-        ),
-        (
-            '{"qrng": {"calibration_path": "cal.json"}}',
-            "QR_SOURCES: arm 'qrng': unknown or engine-wide setting(s) 'calibration_path' "
-            "(calibration_path: a calibration applies to the whole engine); allowed:",
         ),
         (
             '{"qrng": {"grpc_timeout_ms": -1}}',

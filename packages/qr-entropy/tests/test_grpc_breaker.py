@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import random
 
 import pytest
 
@@ -250,3 +252,22 @@ def test_a_failure_admitted_before_the_circuit_closed_cannot_count_towards_openi
 def test_invalid_parameters_are_named(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         make(FakeClock(), **{field: value})
+
+
+def test_p99_is_the_nearest_rank_of_the_last_window_size_latencies() -> None:
+    """The sorted copy the breaker keeps follows the rolling window exactly.
+
+    Checked after every one of 1,000 recorded latencies (seed 12; repeats
+    included, so eviction of equal values is exercised) against a P99 computed
+    from scratch over the last ``window_size`` latencies.
+    """
+    rng = random.Random(12)
+    breaker = make(FakeClock(), window_size=50)
+    recorded: list[float] = []
+    for _ in range(1000):
+        latency_ms = float(rng.choice(range(1, 40)))
+        breaker.record_success(breaker.acquire(N), latency_ms / 1000.0)
+        recorded.append(latency_ms)
+        last = sorted(recorded[-50:])
+        assert breaker.snapshot(N).p99_ms == pytest.approx(last[math.ceil(0.99 * len(last)) - 1])
+        assert breaker.snapshot(N).window_count == len(last)

@@ -276,3 +276,37 @@ def test_the_deliberate_wait_uses_vllms_own_permission(monkeypatch: pytest.Monke
     with sync_allowed():
         pass
     assert asked == [True]
+
+
+class _Relay:
+    """A follower rank's side of a token broadcast, fed by hand (one process)."""
+
+    is_source = False
+
+    def __init__(self, tokens: list[int]) -> None:
+        self._tokens = torch.tensor(tokens, dtype=torch.int64)
+
+    def send(self, tokens: torch.Tensor) -> None:
+        raise AssertionError("a follower never sends")
+
+    def receive(self, out: torch.Tensor) -> None:
+        out.copy_(self._tokens)
+
+
+def test_a_follower_rank_forces_the_received_tokens_without_reading_the_device() -> None:
+    rows, tokens = [1, 4, 5], [7, 2999, 0]
+    sampler = StepSampler(
+        Replay().fetch, lambda _r, _s: None, broadcast=_Relay(tokens), engine="device"
+    )
+    logits = _logits(6, 3)
+    untouched = logits.clone()
+    counts, _ = count_ops(lambda: sampler.sample(logits, rows, _slots(3, ONE_GROUP)))
+    assert counts.syncs == 0, counts.sync_sites
+    # One staged copy of the row indices (pinned and asynchronous on a GPU).
+    assert counts.uploads == 1
+    for row in range(6):
+        if row in rows:
+            assert int(logits[row].argmax()) == tokens[rows.index(row)]
+            assert bool(torch.isneginf(logits[row]).sum() == VOCAB - 1)
+        else:
+            assert torch.equal(logits[row], untouched[row])

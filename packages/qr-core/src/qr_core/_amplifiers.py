@@ -195,7 +195,8 @@ class SignalAmplifier(ABC):
             )
         self._check_width(n)
         u, z, mean = self._amplify(raw.astype(np.uint8, copy=False))
-        np.clip(u, self._eps, 1.0 - self._eps, out=u)
+        np.maximum(u, self._eps, out=u)  # NaN stays NaN, as with np.clip
+        np.minimum(u, 1.0 - self._eps, out=u)
         return BatchAmplificationResult(u=u, z_score=z, sample_mean=mean, sample_count=n)
 
 

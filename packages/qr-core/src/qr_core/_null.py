@@ -86,8 +86,10 @@ class NullTable:
         """
         ext = self._extended
         i = s - self.start
-        last = ext.size - 1
-        return ext[np.clip(i, 0, last)], ext[np.clip(i + 1, 0, last)]
+        # take(mode="clip") clamps the indices in the same call: the ends of ext
+        # are 0 and 1. (np.clip looks up the integer type's limits on every call,
+        # several times the cost of the lookups.)
+        return ext.take(i, mode="clip"), ext.take(i + 1, mode="clip")
 
     @functools.cached_property
     def _extended(self) -> FloatArray:

@@ -1,7 +1,9 @@
 """Entropy backends: where the server's random bytes come from.
 
 A backend is any object with ``generate(n) -> bytes`` and ``close()``; it may
-also carry ``device_id: str`` and ``thread_safe: bool``. Every call of
+also carry ``device_id: str``, ``thread_safe: bool`` and ``never_blocks: bool``
+(``generate`` cannot wait for anything, so the server may call it on its event
+loop; see :mod:`qr_entropy_server._pool`). Every call of
 ``generate`` must produce fresh bytes at that moment (no pools, no buffers):
 the server stamps ``generation_timestamp_ns`` right after it returns.
 """
@@ -43,6 +45,8 @@ class UrandomBackend:
     """The operating system's CSPRNG (``os.urandom``): a baseline, not quantum."""
 
     thread_safe = True
+    # getrandom() waits only until the kernel's pool is first seeded, at boot.
+    never_blocks = True
 
     def __init__(self) -> None:
         self.device_id = f"urandom@{socket.gethostname()}"

@@ -234,7 +234,9 @@ class EntropyServicer:
         try:
             while True:
                 try:
-                    payload = await asyncio.wait_for(anext(requests), idle_s)
+                    # asyncio.timeout, not wait_for: no task per read.
+                    async with asyncio.timeout(idle_s):
+                        payload = await anext(requests)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:

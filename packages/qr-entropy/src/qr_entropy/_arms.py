@@ -10,9 +10,12 @@ side in one engine, so that nothing differs between them but the entropy.
 
 Each arm's settings are :class:`~qr_entropy.EntropyConfig` fields: the
 top-level ``QR_*`` settings with the arm's own values on top, validated by the
-same declaration. :class:`ArmSources` holds the built sources (each wrapped in
-its own fallback) and fetches for several arms at once, one thread per arm, so
-that a slow or failing arm neither delays nor taints the others.
+same declaration. One field is never inherited: ``calibration_path``. A
+calibration describes one device, so an arm is calibrated only by its own
+``"calibration_path"`` (``qr-entropy calibrate --arm NAME`` writes one).
+:class:`ArmSources` holds the built sources (each wrapped in its own fallback)
+and fetches for several arms at once, one thread per arm, so that a slow or
+failing arm neither delays nor taints the others.
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ ARM_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 _ENV = "QR_SOURCES"
 
-# Settings of the whole engine, not of one source: an arm setting one would be
-# silently ignored, so it is refused.
-_ENGINE_ONLY = {"calibration_path": "a calibration applies to the whole engine"}
+# Top-level settings an arm never inherits: a calibration describes one device,
+# and the top-level one describes QR_ENTROPY_SOURCE_TYPE's, not an arm's.
+_NOT_INHERITED = {"calibration_path": ""}
 
 
 class SourcesSettings(QRSettings):
@@ -144,16 +147,15 @@ def _arm_config(name: object, settings: object, base: EntropyConfig) -> EntropyC
         raise ConfigError(
             f"{label} must map to an object of entropy settings, got {type(settings).__name__}"
         )
-    fields = [f for f in EntropyConfig.model_fields if f not in _ENGINE_ONLY]
+    fields = list(EntropyConfig.model_fields)
     unknown = sorted(str(k) for k in settings if k not in fields)
     if unknown:
-        why = "; ".join(f"{k}: {_ENGINE_ONLY[k]}" for k in unknown if k in _ENGINE_ONLY)
         raise ConfigError(
-            f"{label}: unknown or engine-wide setting(s) {', '.join(repr(k) for k in unknown)}"
-            f"{f' ({why})' if why else ''}; allowed: {', '.join(fields)}"
+            f"{label}: unknown setting(s) {', '.join(repr(k) for k in unknown)}; "
+            f"allowed: {', '.join(fields)}"
         )
     try:
-        config = EntropyConfig.model_validate({**base.model_dump(), **settings})
+        config = EntropyConfig.model_validate({**base.model_dump(), **_NOT_INHERITED, **settings})
     except ValidationError as exc:
         raise ConfigError(f"{label}: " + explain_validation(exc, EntropyConfig, settings)) from None
     try:

@@ -153,7 +153,8 @@ class EntropyConfig(QRSettings):
         default="",
         description=(
             "Device calibration JSON written by `qr-entropy calibrate` (empty: none); the "
-            "amplifier standardises against it and `qr-entropy check` tests drift from it."
+            "amplifier standardises against it and `qr-entropy check` tests drift from it. "
+            "`QR_SOURCES` arms never inherit it: an arm sets its own `calibration_path`."
         ),
     )
     grpc_max_request_bytes: int = Field(

@@ -4,6 +4,10 @@ Exit status of ``check``: 0 when every test passes at ``--alpha``, 1 when a
 test fails, 2 when the source cannot be built or a fetch fails (and for
 usage errors). With ``QR_CALIBRATION_PATH`` set, ``check`` tests drift from the
 calibration instead of the ideal null. ``calibrate`` exits 0, or 2 on an error.
+``--arm NAME`` (both commands) uses one experiment arm of ``QR_SOURCES``: the
+arm's settings over the top-level ones, as the engine builds the arm, and for
+``check`` the arm's own ``calibration_path`` (arms never inherit
+``QR_CALIBRATION_PATH``).
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from qr_core import load_calibration
+from qr_core import Calibration, QRCoreError, load_calibration
+from qr_entropy._arms import load_sources
 from qr_entropy._calibrate import AmplifierSettings, run_calibration
 from qr_entropy._check import CheckReport, run_check
 from qr_entropy._config import EntropyConfig
-from qr_entropy._exceptions import QREntropyError
+from qr_entropy._exceptions import ConfigError, QREntropyError
 from qr_entropy._fields import settings_table
 from qr_entropy._registry import available_sources
 
@@ -81,12 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         "tested bare, without fallback. Exit status: 0 all tests pass, 1 a test fails at "
         "--alpha, 2 the source fails.",
     )
-    check.add_argument("--source", help="source name (default: QR_ENTROPY_SOURCE_TYPE)")
+    _add_source_or_arm(check, "test")
     check.add_argument(
         "--bytes",
         type=_byte_count,
         default=None,
-        help="bytes per fetch (default 20480, or the sample_count of QR_CALIBRATION_PATH)",
+        help="bytes per fetch (default 20480, or the sample_count of the calibration)",
     )
     check.add_argument(
         "--samples", type=_at_least_two, default=100, help="number of fetches (default 100)"
@@ -116,13 +121,52 @@ def _add_calibrate(commands: Any) -> None:
     )
     calibrate.add_argument("--blocks", type=_at_least_four, required=True, help="blocks to draw")
     calibrate.add_argument("--output", required=True, help="calibration file to write")
-    calibrate.add_argument("--source", help="source name (default: QR_ENTROPY_SOURCE_TYPE)")
+    _add_source_or_arm(calibrate, "calibrate")
     calibrate.add_argument(
         "--amplifier", help="amplifier to calibrate (default: QR_SIGNAL_AMPLIFIER_TYPE)"
     )
     calibrate.add_argument(
         "--sample-count", type=_positive_int, help="bytes per block (default: QR_SAMPLE_COUNT)"
     )
+
+
+def _add_source_or_arm(command: argparse.ArgumentParser, verb: str) -> None:
+    which = command.add_mutually_exclusive_group()
+    which.add_argument("--source", help="source name (default: QR_ENTROPY_SOURCE_TYPE)")
+    which.add_argument(
+        "--arm",
+        metavar="NAME",
+        help=f"{verb} this experiment arm of QR_SOURCES (its settings over the top-level "
+        "ones; check: its own calibration_path, never QR_CALIBRATION_PATH)",
+    )
+
+
+def _entropy_config(arm: str | None) -> EntropyConfig:
+    """The top-level settings, or those of the arm ``arm`` of ``QR_SOURCES``.
+
+    Raises:
+        ConfigError: ``QR_SOURCES`` is invalid, or names no arm ``arm`` (the
+            message lists the configured arms).
+    """
+    config = EntropyConfig()
+    if arm is None:
+        return config
+    arms = load_sources(config)
+    if arm not in arms:
+        configured = ", ".join(repr(a) for a in arms) or "none (QR_SOURCES is unset)"
+        raise ConfigError(f"--arm {arm!r} is not an arm of QR_SOURCES; configured: {configured}")
+    return arms[arm]
+
+
+def _calibration(config: EntropyConfig, arm: str | None) -> Calibration | None:
+    """The calibration ``check`` tests drift from: the arm's, or ``QR_CALIBRATION_PATH``'s."""
+    if not config.calibration_path:
+        return None
+    try:
+        return load_calibration(config.calibration_path)
+    except QRCoreError as exc:
+        where = f"QR_SOURCES: arm {arm!r}: calibration_path" if arm else "QR_CALIBRATION_PATH"
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _at_least_four(text: str) -> int:
@@ -151,7 +195,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     try:
         settings = AmplifierSettings()
         calibration = run_calibration(
-            EntropyConfig(),
+            _entropy_config(args.arm),
             blocks=args.blocks,
             amplifier=args.amplifier or settings.signal_amplifier_type,
             sample_count=args.sample_count or settings.sample_count,
@@ -223,8 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_ERROR
     try:
-        config = EntropyConfig()
-        calibration = load_calibration(config.calibration_path) if config.calibration_path else None
+        config = _entropy_config(args.arm)
+        calibration = _calibration(config, args.arm)
         default_bytes = 20480 if calibration is None else calibration.sample_count
         report = run_check(
             config,

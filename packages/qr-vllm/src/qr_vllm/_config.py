@@ -41,7 +41,11 @@ class AdapterConfig:
         sources: Experiment arms by name (``QR_SOURCES``), each a complete
             entropy configuration; empty when the engine has one source.
         calibration: The device calibration of ``QR_CALIBRATION_PATH``, or
-            ``None``; checked at start against the sampling defaults.
+            ``None``; checked at start against the sampling defaults. Never
+            set together with arms: each arm has its own.
+        arm_calibrations: The calibration of each arm that sets
+            ``calibration_path`` in ``QR_SOURCES`` (an arm absent here is
+            uncalibrated), checked at start like ``calibration``.
     """
 
     entropy: EntropyConfig
@@ -49,43 +53,67 @@ class AdapterConfig:
     records: RecordSettings
     sources: Mapping[str, EntropyConfig] = field(default_factory=dict)
     calibration: Calibration | None = None
+    arm_calibrations: Mapping[str, Calibration] = field(default_factory=dict)
+
+    @property
+    def calibrations(self) -> dict[str | None, Calibration]:
+        """Every calibration by the arm whose rows it standardises (``None``: the
+        default source); an uncalibrated arm is absent."""
+        found: dict[str | None, Calibration] = dict(self.arm_calibrations.items())
+        if self.calibration is not None:
+            found[None] = self.calibration
+        return found
 
     @classmethod
     def from_env(cls) -> AdapterConfig:
         """Read all three groups from ``QR_*`` environment variables and ``.env``.
 
         Raises:
-            QRParamsError: A variable holds a value its field does not accept.
+            QRParamsError: A variable holds a value its field does not accept, or
+                a calibration is refused (see :func:`_load_calibration`).
         """
         try:
             entropy = EntropyConfig()
             config = cls(entropy, SamplingSettings(), RecordSettings(), load_sources(entropy))
         except ValueError as exc:
             raise QRParamsError(f"invalid QR_* environment setting: {exc}") from exc
-        if not entropy.calibration_path:
-            return config
-        return dataclasses.replace(config, calibration=_load_calibration(config))
+        path = entropy.calibration_path
+        if path and config.sources:
+            raise QRParamsError(
+                f"QR_CALIBRATION_PATH={path!r} cannot be combined with QR_SOURCES arms "
+                f"({', '.join(config.sources)}): a calibration describes one device; put "
+                '"calibration_path" into the QR_SOURCES entry of the arm(s) it was measured for'
+            )
+        arm_calibrations = {
+            name: _load_calibration(arm.calibration_path, config, f"QR_SOURCES: arm {name!r}: ")
+            for name, arm in config.sources.items()
+            if arm.calibration_path
+        }
+        calibration = _load_calibration(path, config, "") if path else None
+        return dataclasses.replace(
+            config, calibration=calibration, arm_calibrations=arm_calibrations
+        )
 
 
-def _load_calibration(config: AdapterConfig) -> Calibration:
-    """Load ``QR_CALIBRATION_PATH`` and check it against the sampling defaults.
+def _load_calibration(path: str, config: AdapterConfig, where: str) -> Calibration:
+    """Load one calibration file and check it against the sampling defaults.
+
+    Args:
+        path: The file.
+        config: The adapter configuration (its sampling defaults).
+        where: Prefix naming the arm in messages (empty: the top-level source).
 
     Raises:
-        QRParamsError: The file is unreadable or damaged, was measured for another
-            amplifier or sample count (the message names both values), or arms
-            (``QR_SOURCES``) are configured: one calibration describes one device.
+        QRParamsError: The file is unreadable or damaged (the message names the
+            path), or was measured for another format version, amplifier or sample
+            count (the message names both values); it names the variable and arm.
     """
-    path = config.entropy.calibration_path
-    if config.sources:
-        raise QRParamsError(
-            f"QR_CALIBRATION_PATH={path!r} cannot be combined with QR_SOURCES arms "
-            f"({', '.join(config.sources)}): a calibration describes one device"
-        )
+    variable = "calibration_path" if where else "QR_CALIBRATION_PATH"
     try:
         calibration = load_calibration(path)
         build_amplifier(config.sampling.to_core(), calibration)
     except QRCoreError as exc:
-        raise QRParamsError(f"QR_CALIBRATION_PATH: {exc}") from exc
+        raise QRParamsError(f"{where}{variable}: {exc}") from exc
     return calibration
 
 
@@ -109,8 +137,9 @@ class RequestPlan:
         core: The same as a :class:`qr_core.SamplingConfig`.
         config_hash: Hash of ``core`` written into every record.
         request_id: Id of the request in the records (see :func:`new_request_id`).
-        group_key: Rows with equal keys share an amplifier and a temperature
-            strategy, so they are processed as one block.
+        group_key: Rows with equal keys (and arms of the same calibration, see
+            :class:`~qr_vllm._step.StepSampler`) share an amplifier and a
+            temperature strategy, so they are processed as one block.
     """
 
     settings: SamplingSettings

@@ -42,7 +42,7 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
 from qr_core import Calibration, QRCoreError, build_amplifier
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import ArmSources, EntropyFetch
-from qr_vllm._batch import BatchState, Slot, arm_for_params, plan_for_params
+from qr_vllm._batch import ARM_KEY, BatchState, Slot, arm_for_params, plan_for_params
 from qr_vllm._config import AdapterConfig
 from qr_vllm._engine_guard import check_engine
 from qr_vllm._errors import QRParamsError, UnsupportedEngineError
@@ -72,7 +72,8 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
     _base: ClassVar[SamplingSettings | None] = None
     # Arm names (QR_SOURCES) that requests may choose; set together with _base.
     _arms: ClassVar[tuple[str, ...]] = ()
-    _calibration: ClassVar[Calibration | None] = None
+    # Calibration by arm (None: the default source); an uncalibrated arm is absent.
+    _calibrations: ClassVar[Mapping[str | None, Calibration]] = {}
     _live: ClassVar[weakref.WeakSet[QRSamplingLogitsProcessor]] = weakref.WeakSet()
 
     def __init__(self, vllm_config: VllmConfig, *args: Any) -> None:
@@ -108,7 +109,7 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         with QRSamplingLogitsProcessor._lock:
             QRSamplingLogitsProcessor._base = self.config.sampling
             QRSamplingLogitsProcessor._arms = tuple(self.config.sources)
-            QRSamplingLogitsProcessor._calibration = self.config.calibration
+            QRSamplingLogitsProcessor._calibrations = self.config.calibrations
         self._state = BatchState(self.config.sampling, self.config.sources)
         broadcast = tensor_parallel_broadcast(vllm_config)
         self._is_source = broadcast is None or broadcast.is_source
@@ -130,7 +131,7 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
             record_raw_bytes=self.config.records.record_raw_bytes,
             broadcast=broadcast,
             writer_id=self.writer_id,
-            calibration=self.config.calibration,
+            calibrations=self.config.calibrations,
         )
         self._closed = False
         QRSamplingLogitsProcessor._live.add(self)
@@ -155,14 +156,20 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
             QRParamsError: (a ``ValueError``) naming the key and the allowed values.
         """
         plan = plan_for_params(cls._base_settings(), sampling_params)
-        arm_for_params(sampling_params, cls._arm_names())
-        calibration = cls._calibration
+        arm = arm_for_params(sampling_params, cls._arm_names())
+        with cls._lock:
+            calibration = cls._calibrations.get(arm)
         if plan is not None and calibration is not None:
             try:
                 build_amplifier(plan.core, calibration)
             except QRCoreError as exc:
-                # A request may not change what the calibration was measured for.
-                raise QRParamsError(f"with QR_CALIBRATION_PATH set: {exc}") from None
+                # A request may not change what its arm's calibration was measured for.
+                where = (
+                    "with QR_CALIBRATION_PATH set"
+                    if arm is None
+                    else f"{ARM_KEY}={arm!r} is calibrated (calibration_path in QR_SOURCES)"
+                )
+                raise QRParamsError(f"{where}: {exc}") from None
 
     @classmethod
     def _base_settings(cls) -> SamplingSettings:
@@ -172,7 +179,7 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
                 config = AdapterConfig.from_env()
                 cls._base = config.sampling
                 cls._arms = tuple(config.sources)
-                cls._calibration = config.calibration
+                cls._calibrations = config.calibrations
             return cls._base
 
     @classmethod

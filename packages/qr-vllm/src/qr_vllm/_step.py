@@ -33,15 +33,17 @@ step receives bytes ``[offset_i, offset_i + sample_count_i)`` of the fetch.
 Experiment arms (``qr_entropy_source``): a step whose rows use several arms
 makes one fetch per arm, all at once (:meth:`qr_entropy.ArmSources.fetch_many`),
 each after the logits exist; each arm's bytes are laid out over its own rows in
-ascending row order, and each row's record carries its arm's fetch.
+ascending row order, and each row's record carries its arm's fetch. Each
+row's statistic is standardised against its arm's calibration (none for an
+uncalibrated arm): rows of differently calibrated arms are amplified in
+separate groups, and each record carries its arm's calibration hash.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import get_args
 
 import numpy as np
@@ -50,11 +52,6 @@ import torch
 from qr_core import (
     Calibration,
     Engine,
-    SamplingConfig,
-    SignalAmplifier,
-    TemperatureStrategy,
-    build_amplifier,
-    build_temperature_strategy,
     select_tokens,
 )
 from qr_core.records import TokenSamplingRecord
@@ -63,13 +60,15 @@ from qr_vllm._arms import FetchMany, step_entropy
 from qr_vllm._batch import Slot
 from qr_vllm._errors import QRVllmError
 from qr_vllm._step_arrays import force, gather, host, host_array, native, scatter, tensor
-from qr_vllm._step_device import Law, select_on_device
+from qr_vllm._step_device import select_on_device
+from qr_vllm._step_groups import Group, GroupParts
 from qr_vllm._step_records import Drawn, Selected, build_records
 from qr_vllm._step_timings import StageClock, StepTimings
 from qr_vllm._step_transfer import (
     HostBuffers,
     Readback,
     sync_allowed,
+    upload_rows,
 )
 from qr_vllm._tp import FAILED, TokenBroadcast
 
@@ -78,13 +77,6 @@ __all__ = ["StepSampler", "StepTimings"]
 logger = logging.getLogger(__name__)
 
 Fetch = Callable[[int], EntropyFetch]
-
-
-@dataclass(frozen=True)
-class _Group:
-    key: tuple[object, ...]  # RequestPlan.group_key: what shapes amplifier and strategy
-    config: SamplingConfig
-    positions: np.ndarray  # indices into the step's rows
 
 
 class StepSampler:
@@ -100,7 +92,7 @@ class StepSampler:
         record_raw_bytes: bool = False,
         broadcast: TokenBroadcast | None = None,
         writer_id: str | None = None,
-        calibration: Calibration | None = None,
+        calibrations: Mapping[str | None, Calibration] | None = None,
         engine: Engine = "auto",
     ) -> None:
         """Create a sampler.
@@ -118,8 +110,10 @@ class StepSampler:
             record_raw_bytes: Put each row's raw bytes (hex) into its record.
             broadcast: Tensor-parallel coordination; ``None`` for one rank.
             writer_id: Written into every record (the process that wrote it).
-            calibration: The device calibration every amplifier standardises
-                against (``QR_CALIBRATION_PATH``); its hash goes into every record.
+            calibrations: The device calibration of each calibrated arm (``None``:
+                the default source, ``QR_CALIBRATION_PATH``): a row's amplifier
+                standardises against its arm's calibration, whose hash goes into
+                the row's record; an arm absent here is uncalibrated.
             engine: ``"auto"``: the host path for CPU logits, the device path
                 for any other device. ``"device"``: the device path also for
                 CPU tensors (the GPU path, run and counted without a GPU).
@@ -137,10 +131,9 @@ class StepSampler:
         self._raw = record_raw_bytes
         self._broadcast = broadcast
         self._writer_id = writer_id
-        self._calibration = calibration
+        self._calibrations: dict[str | None, Calibration] = dict(calibrations or {})
         self._engine = engine
-        self._components: dict[tuple[object, ...], tuple[SignalAmplifier, TemperatureStrategy]] = {}
-        self._laws: dict[tuple[object, ...], Law | None] = {}
+        self._parts = GroupParts(self._calibrations)
         self._clock = StageClock()
         self._buffers: HostBuffers | None = None
         # The device path's deferred value checks of a step nobody recorded:
@@ -218,7 +211,7 @@ class StepSampler:
             # Reads the device's per-row values back (after forcing) and raises
             # any check the device path deferred.
             values = step.values()
-            records = build_records(values, slots, self._raw, self._writer_id, self._calibration)
+            records = build_records(values, slots, self._raw, self._writer_id, self._calibrations)
             for slot in slots:
                 slot.sampled += 1
             self._emit(records, slots)
@@ -244,9 +237,9 @@ class StepSampler:
         clock = self._clock
         n = len(slots)
         device = sub.device
-        groups = self._groups(slots)
+        groups = self._parts.groups(slots)
         if len(groups) == 1:
-            _, strategy = self._component(groups[0])
+            _, strategy = self._parts.component(groups[0])
             result = strategy.compute_batch(native(sub), entropy=entropy)
             temperature: torch.Tensor | np.ndarray = result.temperature
             shannon: torch.Tensor | np.ndarray = result.shannon_entropy
@@ -254,7 +247,7 @@ class StepSampler:
             temperature = torch.empty(n, dtype=torch.float64, device=device)
             shannon = torch.empty(n, dtype=torch.float64, device=device)
             for group in groups:
-                _, strategy = self._component(group)
+                _, strategy = self._parts.component(group)
                 pos = torch.as_tensor(group.positions, device=device)
                 block = native(sub.index_select(0, pos))
                 result = strategy.compute_batch(block, entropy=entropy)
@@ -302,12 +295,12 @@ class StepSampler:
         """
         n = len(slots)
         device = logits.device
-        groups = self._groups(slots)
+        groups = self._parts.groups(slots)
         # The deferred checks of the previous step: its copy is complete (the
         # wait below would finish it anyway), and its buffer is reused now.
         self.check_pending()
         drawn = self._draw(slots, groups, device)
-        laws = [(group.positions, self._law(group)) for group in groups]
+        laws = [(group.positions, self._parts.law(group)) for group in groups]
         buffers = self._host_buffers(n, device)
 
         def fallback(sub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,7 +309,7 @@ class StepSampler:
         return select_on_device(logits, rows, slots, drawn, laws, buffers, fallback, self._clock)
 
     def _draw(
-        self, slots: Sequence[Slot], groups: list[_Group], wait_for: torch.device | None = None
+        self, slots: Sequence[Slot], groups: list[Group], wait_for: torch.device | None = None
     ) -> Drawn:
         """The fetch (after the logits exist) and the amplification, on the host.
 
@@ -342,7 +335,7 @@ class StepSampler:
         names: list[tuple[str, str, str]] = [("", "", "")] * n
         if len(groups) == 1:
             group = groups[0]
-            amplifier, strategy = self._component(group)
+            amplifier, strategy = self._parts.component(group)
             amp = amplifier.amplify_batch(raw.reshape(n, group.config.sample_count))
             u, z, mean = amp.u, amp.z_score, amp.sample_mean
             names = [(str(amplifier.name), str(strategy.name), amplifier.u_transform)] * n
@@ -351,7 +344,7 @@ class StepSampler:
             z = np.empty(n, dtype=np.float64)
             mean = np.empty(n, dtype=np.float64)
             for group in groups:
-                amplifier, strategy = self._component(group)
+                amplifier, strategy = self._parts.component(group)
                 block_bytes = gather(raw, offsets, group.positions, group.config.sample_count)
                 amp = amplifier.amplify_batch(block_bytes)
                 u[group.positions] = amp.u
@@ -364,7 +357,7 @@ class StepSampler:
         return Drawn(fetched, raw, offsets, logits_ready_ns, names, mean, z, u)
 
     def _group_temperatures(
-        self, sub: torch.Tensor, groups: list[_Group], entropy: bool
+        self, sub: torch.Tensor, groups: list[Group], entropy: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-group temperatures, for a strategy that is no power law (a
         third-party one): a loop over the groups, each checked on the device."""
@@ -372,22 +365,13 @@ class StepSampler:
         temperature = torch.empty(n, dtype=torch.float64, device=sub.device)
         shannon = torch.empty(n, dtype=torch.float64, device=sub.device)
         for group in groups:
-            _, strategy = self._component(group)
+            _, strategy = self._parts.component(group)
             pos = torch.as_tensor(group.positions, device=sub.device)
             block = sub.index_select(0, pos)
             result = strategy.compute_batch(block, entropy=entropy, defer_checks=True)
             scatter(temperature, pos, torch.as_tensor(result.temperature, device=sub.device))
             scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=sub.device))
         return temperature, shannon
-
-    def _law(self, group: _Group) -> Law | None:
-        """The group's temperature strategy as power-law parameters (cached)."""
-        if group.key not in self._laws:
-            law = self._component(group)[1].power_law()
-            self._laws[group.key] = (
-                None if law is None else (law.base_temp, law.exponent, law.min_temp, law.max_temp)
-            )
-        return self._laws[group.key]
 
     def _host_buffers(self, n: int, device: torch.device) -> HostBuffers:
         buffers = self._buffers
@@ -401,26 +385,6 @@ class StepSampler:
         device = logits.device
         token_t = torch.empty(len(rows), dtype=torch.int64, device=device)
         self._broadcast.receive(token_t)
-        rows_t = None if len(rows) == logits.shape[0] else torch.as_tensor(rows, device=device)
-        force(logits, rows_t, token_t)
-
-    def _groups(self, slots: Sequence[Slot]) -> list[_Group]:
-        first = slots[0].plan.group_key
-        if all(s.plan.group_key == first for s in slots):
-            return [_Group(first, slots[0].plan.core, np.arange(len(slots)))]
-        by_key: dict[tuple[object, ...], list[int]] = {}
-        configs: dict[tuple[object, ...], SamplingConfig] = {}
-        for i, s in enumerate(slots):
-            by_key.setdefault(s.plan.group_key, []).append(i)
-            configs.setdefault(s.plan.group_key, s.plan.core)
-        return [_Group(k, configs[k], np.asarray(v)) for k, v in by_key.items()]
-
-    def _component(self, group: _Group) -> tuple[SignalAmplifier, TemperatureStrategy]:
-        pair = self._components.get(group.key)
-        if pair is None:
-            pair = (
-                build_amplifier(group.config, self._calibration),
-                build_temperature_strategy(group.config),
-            )
-            self._components[group.key] = pair
-        return pair
+        rows_t = None if len(rows) == logits.shape[0] else upload_rows(list(rows), device)
+        on_device = self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
+        force(logits, rows_t, token_t, via_numpy=not on_device)

@@ -11,7 +11,7 @@ the tokens are forced.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +52,7 @@ def build_records(
     slots: Sequence[Slot],
     keep_raw: bool,
     writer_id: str | None = None,
-    calibration: Calibration | None = None,
+    calibrations: Mapping[str | None, Calibration] | None = None,
 ) -> list[TokenSamplingRecord]:
     """Build one record per row of the step.
 
@@ -61,9 +61,10 @@ def build_records(
         slots: The slot of each row.
         keep_raw: Put each row's raw bytes (hex) into its record.
         writer_id: The process that writes the records.
-        calibration: The calibration the amplifiers standardised against.
+        calibrations: The calibration each arm's amplifier standardised against
+            (``None``: the default source); an arm absent here is uncalibrated.
     """
-    calibration_sha256 = calibration.sha256 if calibration is not None else None
+    cals = calibrations or {}
     bounds = values.drawn.offsets.tolist()
     # Python lists: one conversion per field instead of a numpy scalar per value.
     temperature = values.temperature.tolist()
@@ -81,6 +82,7 @@ def build_records(
         plan = slot.plan
         fetched = values.drawn.fetched[i]
         amplifier, strategy, u_transform = values.drawn.names[i]
+        calibration = cals.get(slot.arm) if cals else None
         records.append(
             TokenSamplingRecord(
                 request_id=plan.request_id,
@@ -115,7 +117,7 @@ def build_records(
                 arm=slot.arm,
                 writer_id=writer_id,
                 u_transform=u_transform,
-                calibration_sha256=calibration_sha256,
+                calibration_sha256=None if calibration is None else calibration.sha256,
             )
         )
     return records

@@ -27,6 +27,7 @@ __all__ = [
     "Readback",
     "U",
     "sync_allowed",
+    "upload_rows",
 ]
 
 # Rows of the packed (8, B) float64 upload: u, top-k, top-p, the four power-law
@@ -48,6 +49,20 @@ def sync_allowed() -> AbstractContextManager[object]:
         return nullcontext()
     allowed: AbstractContextManager[object] = gpu_sync_allowed()
     return allowed
+
+
+def upload_rows(rows: list[int] | tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The row indices on ``device`` without a host wait.
+
+    A plain ``torch.as_tensor(rows, device=cuda)`` copies from pageable memory,
+    which waits for the device's queue to drain. Staged through pinned memory
+    the copy is asynchronous, and torch's caching host allocator does not hand
+    the pinned block out again before the copy has run.
+    """
+    host = torch.tensor(rows, dtype=torch.int64)
+    if device.type == "cpu":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 class HostBuffers:

@@ -20,24 +20,21 @@ segments) and never touches another writer's files.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import fcntl
 import json
 import logging
 import os
-import signal
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 
 from qr_core.records._errors import RecordError
 from qr_core.records._layout import rotated_segments, writer_file
 from qr_core.records._schema import TokenSamplingRecord
+from qr_core.records._shutdown import register, unregister
 from qr_core.records._validate import require_finite
 
 __all__ = ["JsonlFileSink"]
@@ -164,7 +161,7 @@ class JsonlFileSink:
             daemon=True,
         )
         self._thread.start()
-        _register(self, install_sigterm_handler)
+        register(self, install_sigterm_handler)
 
     @property
     def path(self) -> Path:
@@ -462,7 +459,7 @@ class JsonlFileSink:
             self._cond.notify_all()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        _unregister(self)
+        unregister(self)
         if self._error is not None:
             raise RecordError(f"record writer for {str(self._path)!r} failed: {self._error!r}")
 
@@ -511,87 +508,3 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-# ------------------------------------------------------------- process-wide shutdown
-
-_live_sinks: weakref.WeakSet[JsonlFileSink] = weakref.WeakSet()
-_registry_lock = threading.Lock()
-_atexit_registered = False
-_sigterm_installed = False
-_previous_sigterm: Any = None
-_sigterm_closer: threading.Thread | None = None
-_sigterm_closed = threading.Event()
-
-
-def _register(sink: JsonlFileSink, install_sigterm_handler: bool) -> None:
-    global _atexit_registered, _sigterm_installed, _previous_sigterm
-    with _registry_lock:
-        _live_sinks.add(sink)
-        if not _atexit_registered:
-            atexit.register(_close_all)
-            _atexit_registered = True
-        if not install_sigterm_handler or _sigterm_installed:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            _logger.debug(
-                "record sink created outside the main thread: no SIGTERM handler installed; "
-                "records are still flushed at interpreter exit"
-            )
-            return
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous == signal.SIG_IGN:
-            return  # the process ignores SIGTERM, so there is no shutdown to prepare for
-        _previous_sigterm = previous
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        _sigterm_installed = True
-
-
-def _unregister(sink: JsonlFileSink) -> None:
-    with _registry_lock:
-        _live_sinks.discard(sink)
-
-
-def _close_all() -> None:
-    with _registry_lock:
-        sinks = list(_live_sinks)
-    for sink in sinks:
-        try:
-            sink.close()
-        except RecordError:
-            _logger.exception("closing record sink %s failed", sink.path)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Close every sink, then let SIGTERM do what it did before we were installed.
-
-    Python runs this in the main thread between two bytecodes, possibly while that
-    thread holds a sink's lock inside ``write``; joining the writer here could then
-    deadlock. So the sinks are closed on a helper thread, which re-sends SIGTERM once
-    they are flushed; that second delivery chains to the previous handler.
-    """
-    global _sigterm_closer
-    if _sigterm_closed.is_set():
-        _chain_sigterm(signum, frame)
-    elif _sigterm_closer is None:
-        _sigterm_closer = threading.Thread(
-            target=_close_all_then_resend, name="qr-records-sigterm", daemon=False
-        )
-        _sigterm_closer.start()
-
-
-def _close_all_then_resend() -> None:
-    _close_all()
-    _sigterm_closed.set()
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _chain_sigterm(signum: int, frame: FrameType | None) -> None:
-    previous = _previous_sigterm
-    if callable(previous):
-        previous(signum, frame)
-    else:
-        # Default disposition (or a handler installed outside Python): terminate as
-        # the process would have without us.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)

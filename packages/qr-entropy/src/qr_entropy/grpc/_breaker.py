@@ -35,6 +35,7 @@ Two rules keep a healthy server from being locked out:
 
 from __future__ import annotations
 
+import bisect
 import enum
 import math
 import threading
@@ -155,6 +156,9 @@ class CircuitBreaker:
         self._clock = clock
         self._window_size = window_size
         self._windows: dict[int, deque[float]] = {}
+        # The same latencies kept sorted, so that a P99 is one index (every call
+        # asks for one; sorting the window each time was the breaker's main cost).
+        self._sorted: dict[int, list[float]] = {}
         self._last_ms: dict[int, float] = {}
         self._last_class = 0
         self._lock = threading.Lock()
@@ -171,17 +175,10 @@ class CircuitBreaker:
         """The window a request of ``n_bytes`` belongs to (its bit length)."""
         return max(n_bytes, 1).bit_length()
 
-    def _window(self, size_class: int) -> deque[float]:
-        window = self._windows.get(size_class)
-        if window is None:
-            window = self._windows[size_class] = deque(maxlen=self._window_size)
-        return window
-
     def _p99_ms(self, size_class: int) -> float | None:
-        window = self._windows.get(size_class)
-        if not window:
+        ordered = self._sorted.get(size_class)
+        if not ordered:
             return None
-        ordered = sorted(window)
         # Nearest-rank percentile: the smallest value with >= 99 % of samples at or below it.
         return ordered[math.ceil(0.99 * len(ordered)) - 1]
 
@@ -237,9 +234,17 @@ class CircuitBreaker:
         self._generation += 1
 
     def _record_latency(self, n_bytes: int, latency_ms: float) -> None:
-        self._last_class = self.size_class(n_bytes)
-        self._window(self._last_class).append(latency_ms)
-        self._last_ms[self._last_class] = latency_ms
+        size_class = self._last_class = self.size_class(n_bytes)
+        window = self._windows.get(size_class)
+        if window is None:
+            window = self._windows[size_class] = deque(maxlen=self._window_size)
+            self._sorted[size_class] = []
+        ordered = self._sorted[size_class]
+        if len(window) == self._window_size:
+            del ordered[bisect.bisect_left(ordered, window[0])]  # the latency the deque drops
+        window.append(latency_ms)
+        bisect.insort(ordered, latency_ms)
+        self._last_ms[size_class] = latency_ms
 
     def record_success(self, admission: Admission, latency_s: float) -> bool:
         """Record a call that returned valid bytes; a current one closes a half-open circuit.

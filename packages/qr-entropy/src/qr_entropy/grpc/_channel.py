@@ -156,13 +156,21 @@ class ChannelSettings:
         if path is not None and not os.path.exists(path):
             raise EntropyUnavailableError(f"unix socket {path!r} does not exist (no server?)")
 
-    def open_channel(self) -> aio.Channel:
-        """Create the asyncio channel; call inside the event loop that will use it."""
-        if not self.tls:
-            return aio.insecure_channel(self.address, options=self.options())
-        credentials = grpc.ssl_channel_credentials(
+    def _credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
             root_certificates=self.root_certificates,
             private_key=self.client_key,
             certificate_chain=self.client_cert,
         )
-        return aio.secure_channel(self.address, credentials, options=self.options())
+
+    def open_channel(self) -> aio.Channel:
+        """Create the asyncio channel; call inside the event loop that will use it."""
+        if not self.tls:
+            return aio.insecure_channel(self.address, options=self.options())
+        return aio.secure_channel(self.address, self._credentials(), options=self.options())
+
+    def open_sync_channel(self) -> grpc.Channel:
+        """Create a channel on grpcio's synchronous API (same options and credentials)."""
+        if not self.tls:
+            return grpc.insecure_channel(self.address, options=self.options())
+        return grpc.secure_channel(self.address, self._credentials(), options=self.options())

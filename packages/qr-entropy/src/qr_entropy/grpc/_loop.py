@@ -1,11 +1,12 @@
 """One process-wide asyncio event loop on a daemon thread, driven from synchronous callers.
 
-gRPC's asyncio API gives per-read timeouts and cancellation that the
-synchronous API lacks for streams. grpcio 1.85 binds every event loop that
-uses ``grpc.aio`` to one global poller and keeps dispatching to loops that
-were closed, so the client never closes a loop: all sources share this one,
-started on first use (like grpc's own ``grpc-aio-poller`` thread). Each
-source cancels its own calls and coroutines on ``close()``.
+The ``server_streaming`` mode runs on gRPC's asyncio API (``unary`` and
+``bidi_streaming`` run in the caller's thread: ``_sync``). grpcio 1.85 binds
+every event loop that uses ``grpc.aio`` to one global poller and keeps
+dispatching to loops that were closed, so the client never closes a loop: all
+sources share this one, started on first use (like grpc's own
+``grpc-aio-poller`` thread). Each source cancels its own calls and coroutines
+on ``close()``.
 """
 
 from __future__ import annotations

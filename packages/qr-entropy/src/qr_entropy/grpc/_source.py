@@ -17,7 +17,8 @@ from qr_entropy._source import EntropySource, check_byte_count
 from qr_entropy.grpc._breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from qr_entropy.grpc._channel import ChannelSettings
 from qr_entropy.grpc._errors import GrpcEntropyError
-from qr_entropy.grpc._loop import LoopThread, shared_loop
+from qr_entropy.grpc._loop import shared_loop
+from qr_entropy.grpc._sync import BidiTransport, SyncTransport, UnaryTransport
 from qr_entropy.grpc._transports import TRANSPORTS, Reply, Transport
 
 if TYPE_CHECKING:
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["QuantumGrpcSource"]
 
 logger = logging.getLogger(__name__)
+
+_SYNC_TRANSPORTS: dict[str, type[SyncTransport]] = {
+    UnaryTransport.mode: UnaryTransport,
+    BidiTransport.mode: BidiTransport,
+}
 
 
 @register_entropy_source("quantum_grpc")
@@ -77,7 +83,7 @@ class QuantumGrpcSource(EntropySource):
         self._lock = threading.Lock()
         self._loop = shared_loop()
         self._pending: set[asyncio.Task[Any]] = set()
-        self._transport: Transport | None = None
+        self._transport: Transport | SyncTransport | None = None
         self._closed = False
         self._device_id = ""
         self._last_error: str | None = None
@@ -107,22 +113,39 @@ class QuantumGrpcSource(EntropySource):
         """The circuit breaker's current state and counters."""
         return self._breaker.snapshot()
 
-    def _started(self) -> tuple[LoopThread, Transport]:
+    def _started(self) -> Transport | SyncTransport:
         with self._lock:
             if self._closed:
                 raise EntropyUnavailableError("quantum_grpc source is closed")
-            loop = self._loop
             if self._transport is None:
-                transport_cls = TRANSPORTS[self._mode]
                 settings = self._settings
+                sync_cls = _SYNC_TRANSPORTS.get(self._mode)
+                if sync_cls is not None:
+                    # The caller's thread makes the call itself (see _sync).
+                    self._transport = sync_cls(settings)
+                else:
+                    transport_cls = TRANSPORTS[self._mode]
 
-                async def _open() -> Transport:
-                    return transport_cls(settings.open_channel(), settings)
+                    async def _open() -> Transport:
+                        return transport_cls(settings.open_channel(), settings)
 
-                self._transport = loop.run(_open())
-            return loop, self._transport
+                    self._transport = self._loop.run(_open())
+            return self._transport
 
-    def _discard(self, loop: LoopThread, transport: Transport) -> None:
+    def _call(
+        self, transport: Transport | SyncTransport, n: int, sequence_id: int, timeout_s: float
+    ) -> Reply:
+        if isinstance(transport, SyncTransport):
+            return transport.request(n, sequence_id, timeout_s)
+        return self._loop.run(transport.request(n, sequence_id, timeout_s), self._pending)
+
+    def _close_transport(self, transport: Transport | SyncTransport) -> None:
+        if isinstance(transport, SyncTransport):
+            transport.close()
+        else:
+            self._loop.run(transport.aclose())
+
+    def _discard(self, transport: Transport | SyncTransport) -> None:
         """Replace the channel after a connection failure.
 
         A fresh channel connects at once, while the failed one would wait out
@@ -132,7 +155,7 @@ class QuantumGrpcSource(EntropySource):
             if self._transport is not transport:
                 return
             self._transport = None
-        loop.run(transport.aclose())
+        self._close_transport(transport)
 
     def get_random_bytes(self, n: int) -> bytes:
         """Return ``n`` fresh bytes from the server (see :meth:`fetch`)."""
@@ -154,6 +177,18 @@ class QuantumGrpcSource(EntropySource):
         check_byte_count(n)
         requested_ns = time.time_ns()
         size = self._settings.max_request_bytes
+        if n <= size:  # one request: the per-token case, on the step's critical path
+            reply = self._request(n)
+            return EntropyFetch(
+                data=reply.data,
+                source=self.name,
+                device_id=reply.device_id,
+                sequence_id=reply.sequence_id,
+                requested_ns=requested_ns,
+                generated_ns=reply.generated_ns,
+                received_ns=time.time_ns(),
+                response_count=reply.responses,
+            )
         replies = [self._request(min(size, n - start)) for start in range(0, n, size)]
         received_ns = time.time_ns()
         first = replies[0]
@@ -181,17 +216,21 @@ class QuantumGrpcSource(EntropySource):
                     raise error from None  # the circuit opened on this fetch's own failures
                 raise
             try:
-                loop, transport = self._started()
+                transport = self._started()
             except BaseException:
                 self._breaker.release(admission)
                 raise
             sequence_id = next(self._sequence)
             start = time.perf_counter()
             try:
-                reply = loop.run(
-                    transport.request(n, sequence_id, admission.timeout_s), self._pending
-                )
+                reply = self._call(transport, n, sequence_id, admission.timeout_s)
             except GrpcEntropyError as exc:
+                if self._closed:
+                    # close() cancelled the call: not the server's failure.
+                    self._breaker.release(admission)
+                    raise EntropyUnavailableError(
+                        "quantum_grpc source closed during the call"
+                    ) from exc
                 elapsed = time.perf_counter() - start
                 opened = self._breaker.record_failure(admission, elapsed, timed_out=exc.timed_out)
                 self._last_error = str(exc)
@@ -215,7 +254,7 @@ class QuantumGrpcSource(EntropySource):
                         self._recovery_s,
                     )
                 if exc.code == "UNAVAILABLE":
-                    self._discard(loop, transport)
+                    self._discard(transport)
                 if not exc.retryable:
                     break
                 continue
@@ -270,6 +309,9 @@ class QuantumGrpcSource(EntropySource):
                 return
             self._closed = True
             transport, self._transport = self._transport, None
+        if isinstance(transport, SyncTransport):
+            transport.close()
+            return
         self._loop.cancel(self._pending)
         if transport is not None:
             self._loop.run(transport.aclose())

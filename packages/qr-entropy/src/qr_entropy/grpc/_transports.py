@@ -9,15 +9,18 @@
   any error the call is cancelled and never read again; the next request opens
   a new call.
 
+``unary`` and ``bidi_streaming`` run on grpcio's synchronous API in the
+caller's thread (:mod:`qr_entropy.grpc._sync`); ``server_streaming`` runs here,
+on ``grpc.aio``. The checks and the error mapping here are shared by all.
+
 Where the response layout has a ``sequence_id`` field, every response must
 echo the request's (0 = not echoed is accepted); the bytes must total exactly
 the number requested.
-All coroutines run on the client's private event loop.
+The server-streaming coroutines run on the client's private event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -28,10 +31,17 @@ from qr_entropy.grpc._channel import ChannelSettings, unix_socket_path
 from qr_entropy.grpc._errors import GrpcEntropyError, ProtocolMismatchError
 from qr_entropy.grpc._wire import WireResponse, decode_response, encode_request
 
-__all__ = ["BidiTransport", "Reply", "ServerStreamingTransport", "Transport", "UnaryTransport"]
-
-# grpc-stubs lacks aio.EOF, the sentinel read() returns when the server ends the stream.
-_EOF: object = aio.EOF  # type: ignore[attr-defined]
+__all__ = [
+    "RETRYABLE_CODES",
+    "TRANSPORTS",
+    "Reply",
+    "ServerStreamingTransport",
+    "Transport",
+    "check_length",
+    "check_response",
+    "map_rpc_error",
+    "precheck",
+]
 
 # Status codes worth another attempt within the same fetch: the server (or the
 # connection to it) is momentarily away, or a deadline ran out. Every other code
@@ -56,7 +66,7 @@ class Reply:
     """Response messages the bytes came in."""
 
 
-def map_rpc_error(exc: aio.AioRpcError, method: str, settings: ChannelSettings) -> GrpcEntropyError:
+def map_rpc_error(exc: grpc.RpcError, method: str, settings: ChannelSettings) -> GrpcEntropyError:
     """Turn a gRPC error into a ``GrpcEntropyError`` naming the status code."""
     code = exc.code()
     details = exc.details() or ""
@@ -96,6 +106,16 @@ def check_length(got: int, n: int, method: str) -> None:
         raise ProtocolMismatchError(f"{method}: server returned {got} bytes, requested {n}")
 
 
+def precheck(settings: ChannelSettings) -> None:
+    """Fail at once, without a call, when a unix socket file is missing."""
+    path = unix_socket_path(settings.address)
+    if path is not None:
+        try:
+            settings.check_reachable()
+        except Exception as exc:
+            raise GrpcEntropyError(str(exc), code="UNAVAILABLE", retryable=False) from exc
+
+
 class Transport(ABC):
     """One mode of asking the server for bytes."""
 
@@ -132,40 +152,7 @@ class Transport(ABC):
         await self._channel.close(grace=None)
 
     def _precheck(self) -> None:
-        path = unix_socket_path(self._settings.address)
-        if path is not None:
-            try:
-                self._settings.check_reachable()
-            except Exception as exc:
-                raise GrpcEntropyError(str(exc), code="UNAVAILABLE", retryable=False) from exc
-
-
-class UnaryTransport(Transport):
-    """One unary call per request."""
-
-    mode = "unary"
-
-    def __init__(self, channel: aio.Channel, settings: ChannelSettings) -> None:
-        super().__init__(channel, settings)
-        self._call = channel.unary_unary(
-            settings.method_path, request_serializer=None, response_deserializer=None
-        )
-
-    async def _request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
-        """Send one request, await its one response."""
-        self._precheck()
-        try:
-            payload: bytes = await self._call(
-                encode_request(n, sequence_id),
-                timeout=timeout_s,
-                metadata=self._settings.metadata or None,
-            )
-        except aio.AioRpcError as exc:
-            raise map_rpc_error(exc, self._method, self._settings) from None
-        response = decode_response(payload, self._settings.layout)
-        check_response(response, sequence_id, self._method)
-        check_length(len(response.data), n, self._method)
-        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
+        precheck(self._settings)
 
 
 class ServerStreamingTransport(Transport):
@@ -210,92 +197,8 @@ class ServerStreamingTransport(Transport):
         return Reply(data, sequence_id, first.generated_ns, first.device_id, len(chunks))
 
 
-class BidiTransport(Transport):
-    """One long-lived bidirectional call, one request and one response at a time."""
-
-    mode = "bidi_streaming"
-
-    def __init__(self, channel: aio.Channel, settings: ChannelSettings) -> None:
-        super().__init__(channel, settings)
-        self._multicallable = channel.stream_stream(
-            settings.stream_method_path, request_serializer=None, response_deserializer=None
-        )
-        self._stream: aio.StreamStreamCall[bytes, bytes] | None = None
-        # Requests from several threads must not interleave on the one stream.
-        self._lock = asyncio.Lock()
-        self.streams_opened = 0
-
-    def _drop_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.cancel()
-            self._stream = None
-
-    async def _exchange(self, request: bytes) -> bytes:
-        if self._stream is None:
-            self._stream = self._multicallable(
-                request_iterator=None, metadata=self._settings.metadata or None
-            )
-            self.streams_opened += 1
-        stream = self._stream
-        await stream.write(request)
-        payload: object = await stream.read()
-        if payload is _EOF:
-            code = await stream.code()
-            details = await stream.details()
-            raise GrpcEntropyError(
-                f"{code.name} from {self._settings.address} ({self._method}): "
-                f"stream ended: {details}",
-                code=code.name,
-                retryable=code in RETRYABLE_CODES,
-            )
-        assert isinstance(payload, bytes)
-        return payload
-
-    async def _request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
-        """Write one request on the stream and read its one response."""
-        self._precheck()
-        async with self._lock:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    payload = await self._exchange(encode_request(n, sequence_id))
-                response = decode_response(payload, self._settings.layout)
-                check_response(response, sequence_id, self._method)
-                check_length(len(response.data), n, self._method)
-            except TimeoutError:
-                self._drop_stream()
-                raise GrpcEntropyError(
-                    f"DEADLINE_EXCEEDED from {self._settings.address} ({self._method}): "
-                    f"no response within {timeout_s * 1000:.1f} ms; stream dropped",
-                    code="DEADLINE_EXCEEDED",
-                    timed_out=True,
-                ) from None
-            except aio.AioRpcError as exc:
-                self._drop_stream()
-                raise map_rpc_error(exc, self._method, self._settings) from None
-            except asyncio.InvalidStateError as exc:
-                # grpc.aio raises this from write() when the server ended the call
-                # (killed, restarted) before the write: the stream is gone, not the caller.
-                self._drop_stream()
-                raise GrpcEntropyError(
-                    f"UNAVAILABLE from {self._settings.address} ({self._method}): "
-                    f"stream ended under the request: {exc}",
-                    code="UNAVAILABLE",
-                    retryable=True,
-                ) from None
-            except BaseException:
-                # Never read this stream again: a late reply would belong to this request.
-                self._drop_stream()
-                raise
-        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
-
-    async def aclose(self) -> None:
-        """Cancel the stream, then close the channel."""
-        self._drop_stream()
-        await super().aclose()
-
-
 TRANSPORTS: dict[str, type[Transport]] = {
-    "unary": UnaryTransport,
     "server_streaming": ServerStreamingTransport,
-    "bidi_streaming": BidiTransport,
 }
+"""The modes that run on the client's event loop (``unary`` and ``bidi_streaming``
+run in the caller's thread: :mod:`qr_entropy.grpc._sync`)."""

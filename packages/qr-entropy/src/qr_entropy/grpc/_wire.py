@@ -62,6 +62,8 @@ def encode_request(bytes_needed: int, sequence_id: int) -> bytes:
 
 
 def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    if pos < len(buf) and buf[pos] < 0x80:
+        return buf[pos], pos + 1  # one byte: every tag, and small values
     result = 0
     shift = 0
     end = len(buf)
@@ -116,8 +118,14 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
     sequence_id = 0
     timestamp = 0
     device_id = ""
+    # One-byte varints (every tag, most values) are read inline: this runs once per
+    # fetch on the caller's critical path, where each Python call counts.
     while pos < end:
-        key, pos = _read_varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _read_varint(buf, pos)
         field, wire_type = key >> 3, key & 7
         if field == 0:
             raise WireFormatError(f"field number 0 at byte {pos}")
@@ -131,14 +139,18 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
             elif role is not None:
                 raise _wrong_type(layout, field, role, wire_type)
         elif wire_type == _LEN:
-            length, pos = _read_varint(buf, pos)
+            length = buf[pos] if pos < end else 0x80  # past the end: the slow path raises
+            if length < 0x80:
+                pos += 1
+            else:
+                length, pos = _read_varint(buf, pos)
             stop = pos + length
             if stop > end:
                 raise WireFormatError(
                     f"field {field} declares {length} bytes, only {end - pos} remain"
                 )
             if role == "data":
-                data = bytes(buf[pos:stop])
+                data = payload[pos:stop]  # one copy, straight from the message
             elif role == "device_id":
                 try:
                     device_id = str(buf[pos:stop], "utf-8")

@@ -1,0 +1,242 @@
+"""``unary`` and ``bidi_streaming`` on grpcio's synchronous API, in the caller's own thread.
+
+No hand-off to an event loop: with ``grpc.aio`` that cost a hop from the
+caller to the loop and one per write and per read between the loop and grpc's
+poller (see ``docs/grpc.md``, "Where a bidi fetch spends its time").
+``close()`` closes the channel, which cancels every call on it: a caller
+blocked in a call raises at once.
+
+``unary``: one blocking call per request, with the breaker's deadline as the
+call's gRPC deadline.
+
+``bidi_streaming``: one long-lived bidirectional call per source. A request is
+put on the call's request queue (grpc's own thread writes it) and its one
+response is read with ``next()`` in the fetching thread. ``next()`` has no
+timeout, so each read arms a :class:`~._watchdog.Alarm` with the breaker's
+deadline; when it fires, the watchdog cancels the call and the blocked read
+raises. On a timeout, a mismatched or malformed reply, or any
+error the call is cancelled and never read again (a late reply would belong to
+an earlier request); the next request opens a new call. Fetches from several
+threads take turns on the one call (a lock).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import grpc
+
+from qr_entropy.grpc._channel import ChannelSettings
+from qr_entropy.grpc._errors import GrpcEntropyError
+from qr_entropy.grpc._transports import (
+    RETRYABLE_CODES,
+    Reply,
+    check_length,
+    check_response,
+    map_rpc_error,
+    precheck,
+)
+from qr_entropy.grpc._watchdog import Watchdog, shared_watchdog
+from qr_entropy.grpc._wire import decode_response, encode_request
+
+__all__ = ["BidiTransport", "SyncTransport", "UnaryTransport"]
+
+
+def closed_channel_error(settings: ChannelSettings, exc: Exception) -> GrpcEntropyError:
+    """grpc refuses a call on a closed channel: ``close()``, or a replaced channel."""
+    return GrpcEntropyError(
+        f"channel to {settings.address} closed during the call: {exc}",
+        code="CANCELLED",
+        # Our own channel was replaced under the call: the next attempt gets a new one.
+        retryable=True,
+    )
+
+
+class SyncTransport:
+    """A mode on the synchronous API: ``request`` runs in the caller's thread.
+
+    Args:
+        settings: The channel settings (address, TLS, metadata, layout).
+    """
+
+    mode: str
+
+    def __init__(self, settings: ChannelSettings) -> None:
+        self._settings = settings
+        self._channel = settings.open_sync_channel()
+        self._closed = False
+
+    def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Ask for ``n`` bytes under ``sequence_id`` within ``timeout_s``.
+
+        Raises:
+            GrpcEntropyError: the call failed, timed out or was answered wrongly.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Cancel every call on the channel and close it; safe from any thread."""
+        self._closed = True
+        self._channel.close()
+
+
+class UnaryTransport(SyncTransport):
+    """One blocking unary call per request."""
+
+    mode = "unary"
+
+    def __init__(self, settings: ChannelSettings) -> None:
+        super().__init__(settings)
+        self._method = settings.method_path
+        self._call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            self._method, request_serializer=None, response_deserializer=None
+        )
+
+    def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Send one request and wait for its one response, under a gRPC deadline."""
+        precheck(self._settings)
+        try:
+            if self._closed:
+                raise ValueError("transport closed")
+            payload: bytes = self._call(
+                encode_request(n, sequence_id),
+                timeout=timeout_s,
+                metadata=self._settings.metadata or None,
+            )
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, self._method, self._settings) from None
+        except ValueError as exc:
+            raise closed_channel_error(self._settings, exc) from None
+        response = decode_response(payload, self._settings.layout)
+        check_response(response, sequence_id, self._method)
+        check_length(len(response.data), n, self._method)
+        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
+
+
+class _Stream:
+    """One open call: its request queue, the call, and its response iterator."""
+
+    __slots__ = ("call", "requests", "responses")
+
+    def __init__(
+        self, multicallable: grpc.StreamStreamMultiCallable[bytes, bytes], settings: ChannelSettings
+    ) -> None:
+        self.requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        # grpc's request thread takes requests until the None sentinel.
+        self.call = multicallable(iter(self.requests.get, None), metadata=settings.metadata or None)
+        self.responses = iter(self.call)
+
+    def cancel(self) -> None:
+        """End the call and let grpc's request thread finish."""
+        self.call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
+        self.requests.put(None)
+
+
+class BidiTransport(SyncTransport):
+    """One long-lived bidirectional call, one request and one response at a time.
+
+    Args:
+        settings: The channel settings (address, TLS, metadata, layout).
+        watchdog: Enforces the per-read deadlines (default: the process-wide one).
+    """
+
+    mode = "bidi_streaming"
+
+    def __init__(self, settings: ChannelSettings, watchdog: Watchdog | None = None) -> None:
+        super().__init__(settings)
+        self._method = settings.stream_method_path
+        self._multicallable: grpc.StreamStreamMultiCallable[bytes, bytes] = (
+            self._channel.stream_stream(
+                self._method, request_serializer=None, response_deserializer=None
+            )
+        )
+        self._watchdog = watchdog or shared_watchdog()
+        self._stream: _Stream | None = None
+        # Requests from several threads must not interleave on the one stream.
+        self._lock = threading.Lock()
+        self.streams_opened = 0
+        """Calls opened so far (a dropped call is never read again)."""
+
+    def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.cancel()
+
+    def _open_stream(self) -> _Stream:
+        # A missing socket file is reported before a call; an open stream reports its own end.
+        precheck(self._settings)
+        try:
+            if self._closed:
+                raise ValueError("transport closed")
+            stream = _Stream(self._multicallable, self._settings)
+        except ValueError as exc:
+            raise closed_channel_error(self._settings, exc) from None
+        self._stream = stream
+        self.streams_opened += 1
+        return stream
+
+    def request(self, n: int, sequence_id: int, timeout_s: float) -> Reply:
+        """Write one request on the stream and read its one response within ``timeout_s``.
+
+        Raises:
+            GrpcEntropyError: the call failed, timed out or was answered wrongly.
+        """
+        with self._lock:
+            stream = self._stream or self._open_stream()
+            alarm = self._watchdog.arm(timeout_s, stream.call.cancel)
+            try:
+                stream.requests.put(encode_request(n, sequence_id))
+                payload: bytes = next(stream.responses)
+            except grpc.RpcError as exc:
+                fired = not self._watchdog.disarm(alarm)
+                self._drop_stream()
+                if fired:
+                    raise GrpcEntropyError(
+                        f"DEADLINE_EXCEEDED from {self._settings.address} ({self._method}): "
+                        f"no response within {timeout_s * 1000:.1f} ms; stream dropped",
+                        code="DEADLINE_EXCEEDED",
+                        timed_out=True,
+                    ) from None
+                raise map_rpc_error(exc, self._method, self._settings) from None
+            except StopIteration:
+                self._watchdog.disarm(alarm)
+                self._drop_stream()
+                code = stream.call.code()
+                raise GrpcEntropyError(
+                    f"{code.name} from {self._settings.address} ({self._method}): "
+                    f"stream ended: {stream.call.details()}",
+                    code=code.name,
+                    retryable=code in RETRYABLE_CODES,
+                ) from None
+            except BaseException:
+                self._watchdog.disarm(alarm)
+                self._drop_stream()
+                raise
+            if not self._watchdog.disarm(alarm):
+                # The reply made it, but the watchdog is cancelling the call: open a new one.
+                self._drop_stream()
+            try:
+                response = decode_response(payload, self._settings.layout)
+                check_response(response, sequence_id, self._method)
+                check_length(len(response.data), n, self._method)
+            except BaseException:
+                # Never read this stream again: its next reply would not be this request's.
+                self._drop_stream()
+                raise
+        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
+
+    def close(self) -> None:
+        """Cancel the stream (a blocked read raises at once), then close the channel.
+
+        Safe from any thread, also while another thread waits in :meth:`request`.
+        """
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+        # Cancels every call on the channel, so a read in progress ends promptly ...
+        self._channel.close()
+        # ... and then releases the lock; a stream it opened meanwhile is ended here.
+        with self._lock:
+            self._drop_stream()
