@@ -149,6 +149,12 @@ def fault_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def faulty(fault_servers: Callable[..., FaultServer]) -> FaultServer:
+    """One fault server for a test module."""
+    return fault_servers()
+
+
 @pytest.fixture(autouse=True)
 def _no_qr_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Settings come from the tests only: no inherited QR_* variables, no .env."""

@@ -15,24 +15,11 @@ from typing import Any
 
 import pytest
 
-from qr_entropy import EntropyConfig, EntropyFetch, EntropyUnavailableError
+from qr_entropy import EntropyUnavailableError
 from qr_entropy.grpc import QuantumGrpcSource
 from qr_entropy.grpc._watchdog import shared_watchdog
 
-N = 4096
-Config = Callable[..., EntropyConfig]
-Expected = Callable[[int, int], bytes]
-
-
-def assert_fresh(fetch: EntropyFetch, expected: Expected) -> None:
-    """The bytes are the ones the fault server made for this fetch's own request."""
-    assert fetch.sequence_id is not None
-    assert fetch.data == expected(fetch.sequence_id, len(fetch.data))
-
-
-@pytest.fixture(scope="module")
-def faulty(fault_servers: Callable[..., Any]) -> Any:
-    return fault_servers()
+from .fault_helpers import Config, Expected, N, assert_fresh
 
 
 @pytest.fixture(autouse=True)

@@ -18,24 +18,12 @@ from typing import Any
 
 import pytest
 
-from qr_entropy import EntropyConfig, EntropyFetch, EntropyUnavailableError, build_source
+from qr_entropy import EntropyUnavailableError, build_source
 from qr_entropy.grpc import QuantumGrpcSource
 
+from .fault_helpers import Config, Expected, N, assert_fresh
+
 MODES = ["unary", "server_streaming", "bidi_streaming"]
-N = 4096
-Config = Callable[..., EntropyConfig]
-Expected = Callable[[int, int], bytes]
-
-
-def assert_fresh(fetch: EntropyFetch, expected: Expected) -> None:
-    """The bytes are the ones the server made for this fetch's own request."""
-    assert fetch.sequence_id is not None
-    assert fetch.data == expected(fetch.sequence_id, len(fetch.data))
-
-
-@pytest.fixture(scope="module")
-def faulty(fault_servers: Callable[..., Any]) -> Any:
-    return fault_servers()
 
 
 @pytest.fixture(autouse=True)
@@ -181,7 +169,7 @@ def test_open_circuit_fails_fast_then_probes(
         with pytest.raises(EntropyUnavailableError, match="circuit open"):
             source.fetch(N)
         faulty.set("ok")
-        time.sleep(0.35)
+        time.sleep(0.35)  # the recovery window (0.3 s) must pass: a timer, not readiness
         assert_fresh(source.fetch(N), expected)  # the half-open probe succeeds
         health = source.health_check()
     assert health["circuit_state"] == "closed"
@@ -243,9 +231,10 @@ def test_server_killed_mid_call_and_restarted(
     )
     with QuantumGrpcSource(cfg) as source:
         assert_fresh(source.fetch(N), expected)
+        server.forget_requests()
         server.set("slow 2")
         worker, errors = fetch_in_background(source)
-        time.sleep(0.3)
+        server.wait_for_request()  # the call is on the server, waiting for its reply
         server.kill()
         worker.join(10)
         assert len(errors) == 1
@@ -254,7 +243,7 @@ def test_server_killed_mid_call_and_restarted(
             source.fetch(N)  # nothing listens now (socket file may remain)
         server.set("ok")
         server.start()
-        time.sleep(0.15)
+        time.sleep(0.15)  # the recovery window (0.1 s) must pass: a timer, not readiness
         fetch = source.fetch(N)
         assert_fresh(fetch, expected)
     assert thread_baseline() == []
@@ -289,8 +278,8 @@ def test_missing_socket_file_then_server_appears(
             fetch = wrapped.fetch(N)
             assert fetch.fallback
             assert "does not exist" in (fetch.fallback_reason or "")
-        servers(address=f"unix://{sock}")
-        time.sleep(0.15)
+        servers(address=f"unix://{sock}")  # returns once the server printed its ready line
+        time.sleep(0.15)  # the recovery window (0.1 s) must pass: a timer, not readiness
         fetch = source.fetch(N)
     assert len(fetch.data) == N
     assert fetch.device_id.startswith("urandom@")
@@ -306,9 +295,10 @@ def test_close_during_a_call_leaves_nothing_behind(
 ) -> None:
     source = QuantumGrpcSource(make_config(faulty.address, grpc_mode=mode, grpc_retry_count=0))
     source.fetch(N)
+    faulty.forget_requests()
     faulty.set("slow 1.5")
     worker, errors = fetch_in_background(source)
-    time.sleep(0.3)
+    faulty.wait_for_request()  # the call is on the server, waiting for its reply
     source.close()
     worker.join(5)
     assert not worker.is_alive()

@@ -295,9 +295,13 @@ def test_close_while_threads_fetch_only_raises_entropy_unavailable(
     source = QuantumGrpcSource(make_config(tcp_server, grpc_mode=mode))
     source.fetch(64)
     outcomes: list[BaseException | None] = []
+    # Every worker has fetched at least once, so all four are in their loops.
+    fetching = threading.Barrier(5)
 
     def work() -> None:
         try:
+            source.fetch(1024)
+            fetching.wait(30)
             while True:
                 source.fetch(1024)
         except BaseException as exc:
@@ -306,7 +310,7 @@ def test_close_while_threads_fetch_only_raises_entropy_unavailable(
     workers = [threading.Thread(target=work) for _ in range(4)]
     for worker in workers:
         worker.start()
-    time.sleep(0.2)
+    fetching.wait(30)
     source.close()
     for worker in workers:
         worker.join(10)

@@ -66,14 +66,8 @@ def _saved(tmp_path: Path, calibration: Calibration, name: str = "cal.json") -> 
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "mock_uniform")
-    monkeypatch.setenv("QR_MOCK_UNIFORM_SEED", "3")
-    monkeypatch.setenv("QR_SAMPLE_COUNT", str(SAMPLE_COUNT))
-    monkeypatch.setenv("QR_DIAGNOSTIC_MODE", "true")
-    monkeypatch.setenv("QR_LOG_LEVEL", "none")
-    monkeypatch.setenv("QR_RECORD_RAW_BYTES", "true")
-    return monkeypatch
+def env(seeded_env: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    return seeded_env
 
 
 def _set_arms(env: pytest.MonkeyPatch, calibration_path: object) -> None:

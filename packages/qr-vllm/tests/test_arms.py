@@ -33,14 +33,8 @@ SEEDED_ARMS = {
 
 
 @pytest.fixture
-def arms_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "mock_uniform")
-    monkeypatch.setenv("QR_MOCK_UNIFORM_SEED", "3")
-    monkeypatch.setenv("QR_SAMPLE_COUNT", str(SAMPLE_COUNT))
-    monkeypatch.setenv("QR_DIAGNOSTIC_MODE", "true")
-    monkeypatch.setenv("QR_LOG_LEVEL", "none")
-    monkeypatch.setenv("QR_RECORD_RAW_BYTES", "true")
-    monkeypatch.setenv("QR_SOURCES", json.dumps(SEEDED_ARMS))
+def arms_env(seeded_env: pytest.MonkeyPatch) -> None:
+    seeded_env.setenv("QR_SOURCES", json.dumps(SEEDED_ARMS))
 
 
 def _processor() -> QRSamplingLogitsProcessor:
