@@ -148,6 +148,23 @@ def floor_server(kind: str, address: str) -> None:
                 conn.sendall(os.urandom(int.from_bytes(header, "little")))
 
 
+class BareBidi:
+    """One bare grpcio bidi call on the floor's method: each call is one exchange
+    (an empty request, its reply); ``end()`` half-closes the call."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        method = channel.stream_stream(FLOOR_BIDI_PATH)
+        self._responses: Iterator[bytes] = method(iter(self._requests.get, None))
+
+    def __call__(self) -> bytes:
+        self._requests.put(b"")
+        return next(self._responses)
+
+    def end(self) -> None:
+        self._requests.put(None)
+
+
 def floor_addresses(tmp: Path) -> dict[str, str]:
     """Where the floor servers listen, per transport."""
     return {"tcp": "127.0.0.1:0", "unix": f"unix://{tmp / 'floor.sock'}"}
@@ -187,18 +204,9 @@ def floors(
                 results["bare grpcio unary", transport] = timed(
                     functools.partial(unary, b"", timeout=10.0), repeat, warmup
                 )
-                requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-                responses = channel.stream_stream(FLOOR_BIDI_PATH)(iter(requests.get, None))
-
-                def exchange(
-                    requests: queue.SimpleQueue[bytes | None] = requests,
-                    responses: Iterator[bytes] = responses,
-                ) -> bytes:
-                    requests.put(b"")
-                    return next(responses)
-
+                exchange = BareBidi(channel)
                 results["bare grpcio bidi", transport] = timed(exchange, repeat, warmup)
-                requests.put(None)
+                exchange.end()
         finally:
             grpc_proc.terminate()
             grpc_proc.wait(10)
@@ -273,22 +281,13 @@ def against_floor(
         config = EntropyConfig(
             grpc_server_address=reference, grpc_mode="bidi_streaming", grpc_timeout_ms=10_000.0
         )
-        requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         try:
             with (
                 grpc.insecure_channel(floor_address) as channel,
                 client_on_floor_server(floor_address) as on_floor,
                 QuantumGrpcSource(config) as on_reference,
             ):
-                responses = channel.stream_stream(FLOOR_BIDI_PATH)(iter(requests.get, None))
-
-                def exchange(
-                    requests: queue.SimpleQueue[bytes | None] = requests,
-                    responses: Iterator[bytes] = responses,
-                ) -> bytes:
-                    requests.put(b"")
-                    return next(responses)
-
+                exchange = BareBidi(channel)
                 timings = timed_together(
                     {
                         "bare grpcio bidi (floor)": exchange,
@@ -300,7 +299,7 @@ def against_floor(
                     repeat,
                     warmup,
                 )
-                requests.put(None)
+                exchange.end()
         finally:
             for proc, _ in procs:
                 proc.terminate()

@@ -24,14 +24,13 @@ Prints ``fault-server listening on ADDRESS`` when ready.
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
+from server_process import serve_until_sigterm
 
 from qr_entropy_server.proto import entropy_service_pb2 as pb2
 
@@ -119,14 +118,7 @@ def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(16), options=[("grpc.so_reuseport", 0)])
     for service, methods in handlers.items():
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
-    port = server.add_insecure_port(args.address)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
-    address = args.address if args.address.startswith("unix:") else f"127.0.0.1:{port}"
-    print(READY + address, flush=True)
-    stop.wait()
-    server.stop(0).wait()
+    serve_until_sigterm(server, args.address, READY)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 from concurrent import futures
 from typing import Any
 
 import grpc
+from server_process import serve_until_sigterm
 
 READY = "qrng-server listening on "
 DEVICE_ID = "qrng-test-device"
@@ -49,14 +48,7 @@ def main() -> None:
 
     server = grpc.server(futures.ThreadPoolExecutor(4), options=[("grpc.so_reuseport", 0)])
     qrng_pb2_grpc.add_QuantumRNGServicer_to_server(QuantumRNG(), server)
-    port = server.add_insecure_port(args.address)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
-    address = args.address if args.address.startswith("unix:") else f"127.0.0.1:{port}"
-    print(READY + address, flush=True)
-    stop.wait()
-    server.stop(0).wait()
+    serve_until_sigterm(server, args.address, READY)
 
 
 if __name__ == "__main__":

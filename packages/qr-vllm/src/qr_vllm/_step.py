@@ -180,7 +180,7 @@ class StepSampler:
         t0 = time.perf_counter()
         clock = self._clock
         device = logits.device
-        on_device = self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
+        on_device = self._on_device(device)
         # Asked once, before anything is computed: a step nobody records needs
         # no records, nor the entropy of a strategy that does not use it.
         wanted = self._wants is None or self._wants(slots)
@@ -285,6 +285,10 @@ class StepSampler:
         on_host = tuple(host_array(v) for v in (*per_row, sel.num_candidates))
         return Selected(token=token, drawn=drawn, host=on_host, readback=None, rows_t=None)
 
+    def _on_device(self, device: torch.device) -> bool:
+        """Whether this sampler takes the device path for logits on ``device``."""
+        return self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
+
     def _select_on_device(
         self, logits: torch.Tensor, rows: Sequence[int], slots: Sequence[Slot], entropy: bool
     ) -> Selected:
@@ -386,5 +390,4 @@ class StepSampler:
         token_t = torch.empty(len(rows), dtype=torch.int64, device=device)
         self._broadcast.receive(token_t)
         rows_t = None if len(rows) == logits.shape[0] else upload_rows(list(rows), device)
-        on_device = self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
-        force(logits, rows_t, token_t, via_numpy=not on_device)
+        force(logits, rows_t, token_t, via_numpy=not self._on_device(device))
