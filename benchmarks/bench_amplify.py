@@ -4,6 +4,9 @@ Prints milliseconds per ``amplify_batch`` call of B rows x N = 20,480 bytes for
 B in {1, 8, 64}: ``zscore_mean`` and ``zscore_bits`` (randomised transform, with
 and without a device calibration) and their ``phi_approx_*`` variants, next to
 the floor of one pass over the same bytes (``np.add.reduce`` into uint32). The
+``... u, z`` rows ask for u and z only (``sample_mean=False``: what a step that
+builds no records asks for), which spares ``zscore_bits`` its second pass over
+the bytes (the byte sum behind each record's ``sample_mean``). The
 null tables are built before timing (once per process, cached). Each figure is
 the median and the minimum of ``--repeat`` timed calls after one warm-up call;
 the cells take turns, one call each, so that a slow spell of a shared machine
@@ -55,7 +58,7 @@ def main() -> None:
     print(f"{machine}, {os.cpu_count()} cores, numpy {np.__version__}")
     print(f"N = {n} bytes per row, median / min of {args.repeat} calls, ms per call (whole step)")
     raws = {b: np.frombuffer(os.urandom(b * n), np.uint8).reshape(b, n) for b in BATCHES}
-    print(f"{'':32}" + "".join(f"B={b:<16}" for b in BATCHES))
+    print(f"{'':38}" + "".join(f"B={b:<16}" for b in BATCHES))
     rows: dict[str, Callable[[np.ndarray], Callable[[], object]]] = {
         "floor: one pass (uint32 sums)": floor
     }
@@ -63,7 +66,10 @@ def main() -> None:
         amp = build_amplifier(SamplingConfig(signal_amplifier_type=name, sample_count=n))
         rows[name] = functools.partial(amplify, amp)
         if not name.startswith("phi"):
-            rows[name + " calibrated"] = functools.partial(amplify, calibrated(amp, n))
+            cal = calibrated(amp, n)
+            rows[name + " calibrated"] = functools.partial(amplify, cal)
+            rows[name + ", u, z"] = functools.partial(amplify, amp, sample_mean=False)
+            rows[name + " calibrated, u, z"] = functools.partial(amplify, cal, sample_mean=False)
     # Every cell's calls are interleaved with every other's, one call each in turn,
     # so that a slow spell of a shared machine falls on all of them alike.
     calls = {(label, b): make(raws[b]) for label, make in rows.items() for b in BATCHES}
@@ -80,7 +86,7 @@ def main() -> None:
             f"{statistics.median(times[label, b]):6.3f} / {min(times[label, b]):6.3f}   "
             for b in BATCHES
         ]
-        print(f"{label:32}" + "".join(cells))
+        print(f"{label:38}" + "".join(cells))
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 
@@ -88,8 +94,10 @@ def floor(raw: np.ndarray) -> Callable[[], object]:
     return lambda: np.add.reduce(raw, axis=1, dtype=np.uint32)
 
 
-def amplify(amp: SignalAmplifier, raw: np.ndarray) -> Callable[[], object]:
-    return lambda: amp.amplify_batch(raw)
+def amplify(
+    amp: SignalAmplifier, raw: np.ndarray, *, sample_mean: bool = True
+) -> Callable[[], object]:
+    return lambda: amp.amplify_batch(raw, sample_mean=sample_mean)
 
 
 if __name__ == "__main__":

@@ -94,13 +94,15 @@ def entropy_server_args(address: str) -> list[str]:
     return ["-m", "qr_entropy_server", "--address", address, "--max-bytes", str(BATCH)]
 
 
-def start_server(args: list[str]) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python ARGS`` and wait for its ready line; return it with its address."""
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def start_server(
+    args: list[str], pythonpath: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python ARGS`` (``pythonpath`` first on the module path) and wait for
+    its ready line; return it with its address."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (pythonpath, env.get("PYTHONPATH"))))
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith(READY):
@@ -149,16 +151,19 @@ def floor_server(kind: str, address: str) -> None:
 
 
 class BareBidi:
-    """One bare grpcio bidi call on the floor's method: each call is one exchange
-    (an empty request, its reply); ``end()`` half-closes the call."""
+    """One bare grpcio bidi call on ``path`` (default: the floor's method): each
+    call is one exchange (``request``, its reply); ``end()`` half-closes the call."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(
+        self, channel: grpc.Channel, path: str = FLOOR_BIDI_PATH, request: bytes = b""
+    ) -> None:
         self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        method = channel.stream_stream(FLOOR_BIDI_PATH)
+        self._request = request
+        method = channel.stream_stream(path)
         self._responses: Iterator[bytes] = method(iter(self._requests.get, None))
 
     def __call__(self) -> bytes:
-        self._requests.put(b"")
+        self._requests.put(self._request)
         return next(self._responses)
 
     def end(self) -> None:
@@ -240,16 +245,21 @@ def timed_together(
     Taking turns puts every function under the same load over the same stretch
     of time, so their ratio does not depend on what the rest of the machine
     did when; blocks (rather than one call each) keep each path's threads warm
-    as in a run of fetches.
+    as in a run of fetches. The first turn rotates each round, so that no
+    function always follows the same one (the one timed after another's
+    block measured a few per cent slower).
     """
     samples: dict[str, list[float]] = {label: [] for label in fns}
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    items = list(fns.items())
     done = 0
     while done < repeat:
         count = min(block, repeat - done)
-        for label, fn in fns.items():
+        first = done // block
+        for i in range(len(items)):
+            label, fn = items[(first + i) % len(items)]
             for _ in range(count):
                 start = time.perf_counter()
                 fn()

@@ -14,6 +14,7 @@ from qr_core import (
     PhiZScoreMeanAmplifier,
     QRCoreError,
     SamplingConfig,
+    SignalAmplifier,
     ZScoreBitsAmplifier,
     ZScoreMeanAmplifier,
     build_amplifier,
@@ -101,6 +102,64 @@ def test_batch_equals_rows(cls: type[ZScoreMeanAmplifier] | type[ZScoreBitsAmpli
         )
     assert batch.sample_count == 333
     assert batch.u.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [ZScoreMeanAmplifier, ZScoreBitsAmplifier, PhiZScoreMeanAmplifier, PhiZScoreBitsAmplifier],
+)
+def test_without_sample_mean_u_and_z_are_the_same(
+    cls: type[ZScoreMeanAmplifier] | type[ZScoreBitsAmplifier],
+) -> None:
+    # Steps that build no records skip the byte mean (zscore_bits' second pass);
+    # what selects the token must not change with it.
+    rng = np.random.default_rng(11)
+    raw = rng.integers(0, 256, size=(17, 1024), dtype=np.uint8)
+    amp = cls(sample_count=1024)
+    full = amp.amplify_batch(raw)
+    lean = amp.amplify_batch(raw, sample_mean=False)
+    assert lean.sample_mean is None
+    assert full.sample_mean is not None
+    np.testing.assert_array_equal(full.sample_mean, raw.mean(axis=1))
+    np.testing.assert_array_equal(lean.u, full.u)
+    np.testing.assert_array_equal(lean.z_score, full.z_score)
+    assert lean.sample_count == full.sample_count == 1024
+
+
+class _Tenths(SignalAmplifier):
+    """A third-party amplifier: only the documented ``_statistic`` hook (u = Phi(z))."""
+
+    name = "tenths"
+
+    @classmethod
+    def from_config(cls, config: SamplingConfig) -> _Tenths:
+        return cls()
+
+    def _statistic(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = raw.mean(axis=1)
+        return (mean - 127.5) / 10.0, mean
+
+
+class _OwnU(ZScoreMeanAmplifier):
+    """A subclass of a built-in that makes its own u (overrides ``_amplify``)."""
+
+    def _amplify(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mean = raw.mean(axis=1)
+        return np.full(len(raw), 0.25), (mean - 127.5) / 10.0, mean
+
+
+@pytest.mark.parametrize("cls", [_Tenths, _OwnU])
+def test_other_amplifiers_need_no_change_to_skip_the_mean(
+    cls: type[_Tenths] | type[_OwnU],
+) -> None:
+    raw = np.arange(2 * 16, dtype=np.uint8).reshape(2, 16) * 8
+    amp = cls()
+    full, lean = amp.amplify_batch(raw), amp.amplify_batch(raw, sample_mean=False)
+    assert lean.sample_mean is None
+    np.testing.assert_array_equal(lean.u, full.u)
+    np.testing.assert_array_equal(lean.z_score, (raw.mean(axis=1) - 127.5) / 10.0)
+    if cls is _OwnU:
+        assert (lean.u == 0.25).all()
 
 
 def test_build_from_config_applies_every_field() -> None:

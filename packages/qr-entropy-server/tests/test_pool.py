@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -66,3 +67,28 @@ def test_the_backend_runs_inline_only_when_it_never_blocks_and_the_request_is_sm
 
 def test_urandom_declares_that_it_never_blocks() -> None:
     assert UrandomBackend.never_blocks is True
+
+
+@pytest.mark.parametrize(
+    ("never_blocks", "n", "answered"),
+    [(True, INLINE_MAX_BYTES, True), (True, INLINE_MAX_BYTES + 1, False), (None, 1, False)],
+)
+def test_now_answers_here_exactly_when_generate_would_stay_on_the_loop(
+    never_blocks: bool | None, n: int, answered: bool
+) -> None:
+    backend = _Recorder(never_blocks)
+    pool = BackendPool(backend, 1)
+    try:
+        before = time.time_ns()
+        done = pool.now(n)
+    finally:
+        pool.shutdown()
+    if answered:
+        assert done is not None
+        data, stamped = done
+        assert data == bytes(n)
+        assert before <= stamped <= time.time_ns()
+        assert backend.threads == [threading.current_thread().name]
+    else:
+        assert done is None
+        assert backend.threads == []  # nothing ran, here or in the pool

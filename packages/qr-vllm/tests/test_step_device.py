@@ -310,3 +310,32 @@ def test_a_follower_rank_forces_the_received_tokens_without_reading_the_device()
             assert bool(torch.isneginf(logits[row]).sum() == VOCAB - 1)
         else:
             assert torch.equal(logits[row], untouched[row])
+
+
+@pytest.mark.parametrize("engine", ["host", "device"])
+def test_a_step_without_records_forces_the_same_tokens(engine: str) -> None:
+    # A step nobody records skips each row's byte mean (zscore_bits' second pass
+    # over the bytes); the tokens must not depend on it, in one group or several.
+    settings = [
+        {"qr_signal_amplifier_type": "zscore_bits", "qr_top_k": 50},
+        {"qr_signal_amplifier_type": "zscore_mean", "qr_top_k": 50},
+    ]
+    forced: dict[bool, list[torch.Tensor]] = {}
+    records: list[TokenSamplingRecord] = []
+    for recorded in (True, False):
+        entropy = Replay()
+        sampler = _sampler(engine, entropy, records if recorded else None)
+        for group_settings in (settings[:1], settings):
+            slots = _slots(8, group_settings)
+            for step in range(3):
+                entropy.step = step
+                logits = _logits(8, 300 + step)
+                sampler.sample(logits, list(range(8)), slots)
+                forced.setdefault(recorded, []).append(logits)
+    assert len(forced[True]) == len(forced[False]) == 6
+    for with_records, without in zip(forced[True], forced[False], strict=True):
+        assert torch.equal(with_records, without)
+    assert len(records) == 6 * 8
+    bits = [r for r in records if r.amplifier == "zscore_bits"]
+    assert len(bits) == 3 * 8 + 3 * 4
+    assert all(0.0 < r.sample_mean < 255.0 for r in records)

@@ -55,8 +55,9 @@ class BatchAmplificationResult:
     """Shape ``(B,)``, float64."""
     z_score: FloatArray
     """Shape ``(B,)``, float64."""
-    sample_mean: FloatArray
-    """Shape ``(B,)``, float64."""
+    sample_mean: FloatArray | None
+    """Shape ``(B,)``, float64; None when ``amplify_batch(..., sample_mean=False)``
+    was asked for u and z only."""
     sample_count: int
     """N, the bytes per row."""
 
@@ -150,6 +151,15 @@ class SignalAmplifier(ABC):
         z, mean = self._statistic(raw)
         return normal_cdf(z), z, mean
 
+    def _amplify_u_z(self, raw: ByteArray) -> tuple[FloatArray, FloatArray]:
+        """Return ``(u, z)`` per row, u before the clamp.
+
+        An amplifier whose sample mean costs a pass of its own over the bytes
+        overrides this to skip it (the built-in ``zscore_bits``).
+        """
+        u, z, _ = self._amplify(raw)
+        return u, z
+
     def _check_width(self, n: int) -> None:  # noqa: B027 - optional hook, no-op by default
         """Raise if rows of ``n`` bytes are too short for this amplifier."""
 
@@ -164,6 +174,8 @@ class SignalAmplifier(ABC):
             raise QRCoreError(f"raw must be bytes, got {type(raw).__name__}")
         arr = np.frombuffer(raw, dtype=np.uint8)
         batch = self.amplify_batch(arr.reshape(1, -1))
+        if batch.sample_mean is None:  # asked for above; a broken override
+            raise QRCoreError(f"amplifier {self.name!r} returned no sample_mean")
         return AmplificationResult(
             u=float(batch.u[0]),
             z_score=float(batch.z_score[0]),
@@ -171,8 +183,16 @@ class SignalAmplifier(ABC):
             sample_count=batch.sample_count,
         )
 
-    def amplify_batch(self, raw: npt.NDArray[np.generic]) -> BatchAmplificationResult:
+    def amplify_batch(
+        self, raw: npt.NDArray[np.generic], *, sample_mean: bool = True
+    ) -> BatchAmplificationResult:
         """Amplify each row of a ``(B, N)`` uint8 array in one vectorised pass.
+
+        Args:
+            raw: The bytes, one row per value.
+            sample_mean: Also compute each row's byte mean (what records hold).
+                False gives ``sample_mean=None`` and saves the amplifiers whose
+                statistic is not the byte sum a second pass over the bytes.
 
         Raises:
             QRCoreError: If ``raw`` is not a 2-D uint8 array with N >= 1 (and
@@ -194,7 +214,12 @@ class SignalAmplifier(ABC):
                 f"raw must hold sample_count={self._sample_count} bytes per row, got {n}"
             )
         self._check_width(n)
-        u, z, mean = self._amplify(raw.astype(np.uint8, copy=False))
+        rows = raw.astype(np.uint8, copy=False)
+        mean: FloatArray | None = None
+        if sample_mean:
+            u, z, mean = self._amplify(rows)
+        else:
+            u, z = self._amplify_u_z(rows)
         np.maximum(u, self._eps, out=u)  # NaN stays NaN, as with np.clip
         np.minimum(u, 1.0 - self._eps, out=u)
         return BatchAmplificationResult(u=u, z_score=z, sample_mean=mean, sample_count=n)

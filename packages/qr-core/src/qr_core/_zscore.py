@@ -120,8 +120,12 @@ class _IntegerAmplifier(SignalAmplifier):
             )
 
     @abstractmethod
-    def _integer(self, raw: ByteArray) -> tuple[IntArray, IntArray]:
-        """``(S, byte sum)`` per row of the statistic's bytes."""
+    def _integer(self, raw: ByteArray) -> IntArray:
+        """S per row of the statistic's bytes."""
+
+    def _head_sums(self, raw: ByteArray, s: IntArray) -> IntArray:
+        """The byte sums of the statistic's bytes, given their S."""
+        return _byte_sums(raw)
 
     def _null_location(self, n: int) -> tuple[float, float] | None:
         """``(m, sd)`` of S under this amplifier's null, or None for the ideal null."""
@@ -129,7 +133,7 @@ class _IntegerAmplifier(SignalAmplifier):
 
     def integer_statistic(self, raw: ByteArray) -> IntArray:
         """S per row of a ``(B, N)`` uint8 array (the first ``N - 8`` bytes)."""
-        return self._integer(raw[:, : self.statistic_bytes(raw.shape[1])])[0]
+        return self._integer(raw[:, : self.statistic_bytes(raw.shape[1])])
 
     def calibration_builder(self) -> CalibrationBuilder:
         """An accumulator of blocks into a calibration for this amplifier.
@@ -181,19 +185,31 @@ class _IntegerAmplifier(SignalAmplifier):
     def _amplify(self, raw: ByteArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         n = raw.shape[1]
         nb = self.statistic_bytes(n)
-        s, head_sum = self._integer(raw[:, :nb])
+        s = self._integer(raw[:, :nb])
+        u, z = self._u_z(raw, s)
         # sample_mean is the mean of all N bytes, as records have always held it.
+        head_sum = self._head_sums(raw[:, :nb], s)
         total = head_sum if nb == n else head_sum + _byte_sums(raw[:, nb:])
         mean: FloatArray = total / n
+        return u, z, mean
+
+    def _amplify_u_z(self, raw: ByteArray) -> tuple[FloatArray, FloatArray]:
+        if type(self)._amplify is not _IntegerAmplifier._amplify:
+            return super()._amplify_u_z(raw)  # a subclass makes its own u: ask it
+        return self._u_z(raw, self._integer(raw[:, : self.statistic_bytes(raw.shape[1])]))
+
+    def _u_z(self, raw: ByteArray, s: IntArray) -> tuple[FloatArray, FloatArray]:
+        """u and z per row of ``raw`` whose statistic bytes gave ``s``."""
+        n = raw.shape[1]
+        nb = self.statistic_bytes(n)
         cal = self._calibration
         location = (cal.mean, cal.std) if cal is not None else self._null_location(n)
         m, sd = location if location is not None else null_moments(self.statistic, nb)
         z: FloatArray = (s - m) / np.float64(sd)
         if self.u_transform == "phi":
-            return normal_cdf(z), z, mean
+            return normal_cdf(z), z
         table = null_table(self.statistic, nb)
-        u = randomized_pit(table, s, uniform_53(raw[:, nb:]), location)
-        return u, z, mean
+        return randomized_pit(table, s, uniform_53(raw[:, nb:]), location), z
 
 
 @register_amplifier("zscore_mean")
@@ -249,9 +265,11 @@ class ZScoreMeanAmplifier(_IntegerAmplifier):
         nb = self.statistic_bytes(n)
         return nb * self._mu, math.sqrt(nb) * self._sigma
 
-    def _integer(self, raw: ByteArray) -> tuple[IntArray, IntArray]:
-        sums = _byte_sums(raw)
-        return sums, sums
+    def _integer(self, raw: ByteArray) -> IntArray:
+        return _byte_sums(raw)
+
+    def _head_sums(self, raw: ByteArray, s: IntArray) -> IntArray:
+        return s  # S is the byte sum: the mean costs nothing more
 
 
 @register_amplifier("zscore_bits")
@@ -277,8 +295,8 @@ class ZScoreBitsAmplifier(_IntegerAmplifier):
         """Build from ``uniform_clamp_epsilon`` and ``sample_count``."""
         return cls(config.uniform_clamp_epsilon, sample_count=config.sample_count)
 
-    def _integer(self, raw: ByteArray) -> tuple[IntArray, IntArray]:
-        return _one_counts(raw), _byte_sums(raw)
+    def _integer(self, raw: ByteArray) -> IntArray:
+        return _one_counts(raw)
 
 
 @register_amplifier("phi_approx_zscore_mean")

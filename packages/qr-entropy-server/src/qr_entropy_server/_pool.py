@@ -67,6 +67,22 @@ class BackendPool:
             else:
                 future.set_result((data, stamped))
 
+    def now(self, n: int) -> tuple[object, int] | None:
+        """``generate(n)`` and its stamp, called here, when the backend never blocks.
+
+        Returns:
+            None when the call must go to a pool thread instead (the backend
+            may block, or ``n`` is above :data:`INLINE_MAX_BYTES`): then await
+            :meth:`generate`. The caller skips a coroutine per request otherwise.
+
+        Raises:
+            Exception: whatever the backend raised.
+        """
+        if self._inline and n <= INLINE_MAX_BYTES:
+            data: object = self._backend.generate(n)
+            return data, time.time_ns()
+        return None
+
     async def generate(self, n: int, timeout_s: float) -> tuple[object, int]:
         """Run ``generate(n)`` in the pool; return its result and wall-clock stamp.
 
@@ -75,9 +91,9 @@ class BackendPool:
                 stuck in the backend; the call's result is discarded).
             Exception: whatever the backend raised.
         """
-        if self._inline and n <= INLINE_MAX_BYTES:
-            data: object = self._backend.generate(n)
-            return data, time.time_ns()
+        done = self.now(n)
+        if done is not None:
+            return done
         future: Future[tuple[object, int]] = Future()
         self._jobs.put((future, n))
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)

@@ -5,7 +5,9 @@ idle streams cost memory only. Every ``generate`` runs in the backend's own
 bounded pool (:mod:`qr_entropy_server._pool`) under ``--backend-timeout``.
 Requests arrive as raw bytes and are parsed here, so that a malformed body or
 an out-of-range ``bytes_needed`` is answered INVALID_ARGUMENT with one
-rate-limited warning instead of gRPC's per-call traceback.
+rate-limited warning instead of gRPC's per-call traceback. Responses leave as
+bytes encoded by hand (:mod:`qr_entropy_server._wire`), which gRPC sends as
+they are: no message object, one copy of the payload.
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from qr_entropy_server._errors import EntropyServerError
+from qr_entropy_server._idle import IdleWatch
 from qr_entropy_server._pool import BackendPool
 from qr_entropy_server._ratelog import RateLimitedLog
-from qr_entropy_server._wire import INT32_MAX, INT32_MIN, out_of_range_bytes_needed
+from qr_entropy_server._wire import (
+    INT32_MAX,
+    INT32_MIN,
+    ResponseEncoder,
+    out_of_range_bytes_needed,
+    parse_request,
+)
 from qr_entropy_server.proto import entropy_service_pb2 as pb2
 
 __all__ = ["SERVICE_NAME", "EntropyServicer", "ServiceLimits"]
@@ -32,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["EntropyService"].full_name
 
-_Context = aio.ServicerContext[bytes, pb2.EntropyResponse]
+_Context = aio.ServicerContext[bytes, bytes]
+_BYTES_TYPES = (bytes, bytearray)  # a tuple, not ``bytes | bytearray`` built per call
 
 
 class _RefusedError(EntropyServerError):
@@ -66,8 +76,9 @@ class EntropyServicer:
         device_id: Reported in every response.
         limits: Per-call limits.
         warn: Rate-limited warnings.
-        backend_health: Called with True after a ``generate`` that succeeded
-            and False after one that failed or timed out.
+        backend_health: Called with the outcome of a ``generate`` (True: it
+            succeeded; False: it failed or timed out) when it differs from the
+            previous one, and for the first.
     """
 
     def __init__(
@@ -83,24 +94,25 @@ class EntropyServicer:
         self._limits = limits
         self._warn = warn
         self._backend_health = backend_health
+        self._healthy: bool | None = None
+        self._encoder = ResponseEncoder(device_id)
         self.open_streams = 0
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        """The generic handler that serves both methods (requests arrive unparsed)."""
-        serialize = pb2.EntropyResponse.SerializeToString
+        """The generic handler that serves both methods (bytes in, bytes out)."""
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
-                "GetEntropy": grpc.unary_unary_rpc_method_handler(
-                    self.get_entropy, response_serializer=serialize
-                ),
-                "StreamEntropy": grpc.stream_stream_rpc_method_handler(
-                    self.stream_entropy, response_serializer=serialize
-                ),
+                "GetEntropy": grpc.unary_unary_rpc_method_handler(self.get_entropy),
+                "StreamEntropy": grpc.stream_stream_rpc_method_handler(self.stream_entropy),
             },
         )
 
-    def _parse(self, payload: bytes) -> pb2.EntropyRequest:
+    def _parse(self, payload: bytes) -> tuple[int, int]:
+        """``(bytes_needed, sequence_id)``; the generated parser for what the fast path leaves."""
+        fast = parse_request(payload)
+        if fast is not None:
+            return fast
         try:
             request = pb2.EntropyRequest.FromString(payload)
         except DecodeError as exc:
@@ -125,14 +137,22 @@ class EntropyServicer:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"bytes_needed={wide} is outside int32 [{INT32_MIN}, {INT32_MAX}]",
             )
-        return request
+        return request.bytes_needed, request.sequence_id
+
+    def _health(self, ok: bool) -> None:
+        if ok is not self._healthy:
+            self._healthy = ok
+            self._backend_health(ok)
 
     async def _generate(self, n: int) -> tuple[bytes, int]:
         """Call the backend; any misbehaviour becomes a refusal (no bytes leave)."""
         try:
-            data, stamped = await self._pool.generate(n, self._limits.backend_timeout_s)
+            done = self._pool.now(n)
+            if done is None:
+                done = await self._pool.generate(n, self._limits.backend_timeout_s)
+            data, stamped = done
         except TimeoutError:
-            self._backend_health(False)
+            self._health(False)
             limit = self._limits.backend_timeout_s
             self._warn.warning(
                 "backend-timeout",
@@ -146,7 +166,7 @@ class EntropyServicer:
                 f"backend did not answer within --backend-timeout={limit:g} s",
             ) from None
         except Exception as exc:
-            self._backend_health(False)
+            self._health(False)
             name = type(exc).__name__
             self._warn.warning(
                 f"backend-error:{name}",
@@ -158,15 +178,15 @@ class EntropyServicer:
                 exc=exc,
             )
             raise _RefusedError(grpc.StatusCode.INTERNAL, f"backend failed: {name}") from exc
-        if not isinstance(data, bytes | bytearray):
-            self._backend_health(False)
+        if not isinstance(data, _BYTES_TYPES):
+            self._health(False)
             kind = type(data).__name__
             self._warn.warning(
                 "backend-type", "backend %s returned %s, not bytes", self._device_id, kind
             )
             raise _RefusedError(grpc.StatusCode.INTERNAL, f"backend returned {kind}, not bytes")
         if len(data) != n:
-            self._backend_health(False)
+            self._health(False)
             self._warn.warning(
                 "backend-length",
                 "backend %s returned %d bytes, %d were requested",
@@ -178,12 +198,11 @@ class EntropyServicer:
                 grpc.StatusCode.INTERNAL,
                 f"backend returned {len(data)} bytes, {n} were requested",
             )
-        self._backend_health(True)
+        self._health(True)
         return bytes(data), stamped
 
-    async def _answer(self, payload: bytes) -> pb2.EntropyResponse:
-        request = self._parse(payload)
-        n = request.bytes_needed
+    async def _answer(self, payload: bytes) -> bytes:
+        n, sequence_id = self._parse(payload)
         if n <= 0:
             raise _RefusedError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"bytes_needed must be > 0, got {n}"
@@ -194,13 +213,8 @@ class EntropyServicer:
                 f"bytes_needed={n} exceeds this server's --max-bytes={self._limits.max_bytes}",
             )
         data, stamped = await self._generate(n)
-        logger.debug("seq=%d: %d bytes from %s", request.sequence_id, n, self._device_id)
-        return pb2.EntropyResponse(
-            data=data,
-            sequence_id=request.sequence_id,
-            generation_timestamp_ns=stamped,
-            device_id=self._device_id,
-        )
+        logger.debug("seq=%d: %d bytes from %s", sequence_id, n, self._device_id)
+        return self._encoder.encode(data, sequence_id, stamped)
 
     async def probe(self) -> bool:
         """One ``generate(1)`` (bytes discarded) to learn whether the backend answers."""
@@ -210,7 +224,7 @@ class EntropyServicer:
             return False
         return True
 
-    async def get_entropy(self, payload: bytes, context: _Context) -> pb2.EntropyResponse:
+    async def get_entropy(self, payload: bytes, context: _Context) -> bytes:
         """``GetEntropy``: one request, one response."""
         try:
             return await self._answer(payload)
@@ -219,7 +233,7 @@ class EntropyServicer:
 
     async def stream_entropy(
         self, request_iterator: AsyncIterator[bytes], context: _Context
-    ) -> AsyncIterator[pb2.EntropyResponse]:
+    ) -> AsyncIterator[bytes]:
         """``StreamEntropy``: answer each request as it arrives, until the client half-closes."""
         limit = self._limits.max_streams
         if self.open_streams >= limit:
@@ -230,21 +244,26 @@ class EntropyServicer:
             )
         self.open_streams += 1
         idle_s = self._limits.stream_idle_timeout_s
+        watch = None if idle_s is None else IdleWatch(idle_s)
         requests = aiter(request_iterator)
         try:
             while True:
+                if watch is not None:
+                    watch.waiting()
                 try:
-                    # asyncio.timeout, not wait_for: no task per read.
-                    async with asyncio.timeout(idle_s):
-                        payload = await anext(requests)
+                    payload = await anext(requests)
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
+                except asyncio.CancelledError:
+                    if watch is None or not watch.expired():
+                        raise
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE,
                         f"stream closed: no request for {idle_s:g} s "
                         "(--stream-idle-timeout); open a new stream",
                     )
+                if watch is not None:
+                    watch.answering()
                 try:
                     response = await self._answer(payload)
                 except _RefusedError as refusal:
@@ -252,3 +271,5 @@ class EntropyServicer:
                 yield response
         finally:
             self.open_streams -= 1
+            if watch is not None:
+                watch.close()

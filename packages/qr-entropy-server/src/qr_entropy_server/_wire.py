@@ -1,19 +1,43 @@
-"""A range check the protobuf runtime does not make: ``bytes_needed`` must fit int32.
+"""``EntropyRequest`` and ``EntropyResponse`` on the wire, by hand.
 
-The runtime parses an int32 field from a 64-bit varint and keeps the low 32
-bits, so ``bytes_needed = 2**32 + 5`` arrives as 5 without a word. This scans
-the request's wire bytes for field 1 and reports the value a sender meant
-when it lies outside int32. Anything it cannot follow is left to the real
-parser, which rejects malformed input itself.
+Requests: the protobuf runtime parses an int32 field from a 64-bit varint and
+keeps the low 32 bits, so ``bytes_needed = 2**32 + 5`` arrives as 5 without a
+word. :func:`out_of_range_bytes_needed` scans the wire bytes for field 1 and
+reports the value a sender meant when it lies outside int32.
+:func:`parse_request` reads the usual request (fields 1 and 2 as varints,
+``bytes_needed`` in range) without the generated class; anything else is left
+to the real parser and the scan, which decide as before.
+
+Responses: :class:`ResponseEncoder` joins the payload with its field header
+and the other fields, so the 20,480 bytes of a token are copied once on their
+way to gRPC instead of twice (into a message object, then out of it). The
+output equals ``EntropyResponse.SerializeToString()`` for the same fields
+(tests/test_wire.py checks it).
 """
 
 from __future__ import annotations
 
-__all__ = ["INT32_MAX", "INT32_MIN", "out_of_range_bytes_needed"]
+import functools
+
+from qr_entropy_server.proto import entropy_service_pb2 as pb2
+
+__all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
+    "ResponseEncoder",
+    "out_of_range_bytes_needed",
+    "parse_request",
+]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
-_BYTES_NEEDED = 1  # field number in entropy_service.proto
+_MASK64 = (1 << 64) - 1
+_SIGN64 = 1 << 63
+_BYTES_NEEDED = 1  # field numbers in entropy_service.proto
+# Keys (field number << 3 | wire type) as single bytes.
+_BYTES_NEEDED_KEY = 0x08  # request field 1, varint
+_SEQUENCE_ID_KEY = 0x10  # request field 2, varint
+_DATA_KEY = b"\x0a"  # response field 1, length-delimited
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -46,8 +70,8 @@ def out_of_range_bytes_needed(payload: bytes) -> int | None:
             if wire_type == 0:
                 value, pos = _varint(payload, pos)
                 if field == _BYTES_NEEDED:
-                    value &= (1 << 64) - 1
-                    signed = value - (1 << 64) if value >= 1 << 63 else value
+                    value &= _MASK64
+                    signed = value - (1 << 64) if value >= _SIGN64 else value
                     if not INT32_MIN <= signed <= INT32_MAX:
                         return signed
             elif wire_type == 1:
@@ -62,3 +86,95 @@ def out_of_range_bytes_needed(payload: bytes) -> int | None:
     except IndexError:
         return None
     return None
+
+
+def parse_request(payload: bytes) -> tuple[int, int] | None:
+    """``(bytes_needed, sequence_id)`` of a request made of fields 1 and 2 only.
+
+    Each field may appear any number of times (the last wins, as in the
+    runtime), as a varint of at most 10 bytes; ``bytes_needed`` must fit int32.
+
+    Returns:
+        The two values (0 for an absent field), or None for anything else:
+        another field or wire type, a longer or cut-short varint, a
+        ``bytes_needed`` outside int32. The caller then asks the real parser,
+        which accepts, truncates or refuses such input by its own rules.
+    """
+    bytes_needed = 0
+    sequence_id = 0
+    end = len(payload)
+    pos = 0
+    while pos < end:
+        key = payload[pos]
+        if key != _BYTES_NEEDED_KEY and key != _SEQUENCE_ID_KEY:
+            return None
+        pos += 1
+        value = 0
+        shift = 0
+        while True:
+            if pos == end or shift == 70:
+                return None
+            byte = payload[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        value &= _MASK64
+        if value >= _SIGN64:
+            value -= 1 << 64
+        if key == _SEQUENCE_ID_KEY:
+            sequence_id = value
+        elif INT32_MIN <= value <= INT32_MAX:
+            bytes_needed = value
+        else:
+            return None
+    return bytes_needed, sequence_id
+
+
+def _encode_varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _data_header(length: int) -> bytes:
+    """Key and length of response field 1; a client asks for the same few sizes."""
+    return _DATA_KEY + _encode_varint(length)
+
+
+class ResponseEncoder:
+    """Serialises the ``EntropyResponse`` of one server.
+
+    Field 1 (the payload) is framed by hand and joined with the rest, so the
+    payload is copied once. Fields 2 to 4 come from one reused message whose
+    ``device_id`` is set once: two field writes and the runtime's serialiser
+    per response, less work than varints in Python. Not thread-safe: the
+    servicer encodes on its event loop only.
+
+    Args:
+        device_id: Field 4 of every response.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        self._tail = pb2.EntropyResponse(device_id=device_id)
+
+    def encode(self, data: bytes, sequence_id: int, stamped_ns: int) -> bytes:
+        """The response's wire bytes, equal to ``SerializeToString()`` of the same fields.
+
+        Args:
+            data: Field 1, the random bytes.
+            sequence_id: Field 2 (signed 64-bit).
+            stamped_ns: Field 3, the generation timestamp (signed 64-bit).
+        """
+        tail = self._tail
+        tail.sequence_id = sequence_id
+        tail.generation_timestamp_ns = stamped_ns
+        if not data:  # proto3 leaves an empty field out
+            return tail.SerializeToString()
+        return b"".join((_data_header(len(data)), data, tail.SerializeToString()))

@@ -255,7 +255,7 @@ class StepSampler:
                 scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=device))
         clock.temperature_s += time.perf_counter() - t0
 
-        drawn = self._draw(slots, groups)
+        drawn = self._draw(slots, groups, entropy)
         t3 = time.perf_counter()
         top_k = np.fromiter((s.plan.core.top_k for s in slots), dtype=np.int64, count=n)
         top_p = np.fromiter((s.plan.core.top_p for s in slots), dtype=np.float64, count=n)
@@ -303,7 +303,7 @@ class StepSampler:
         # The deferred checks of the previous step: its copy is complete (the
         # wait below would finish it anyway), and its buffer is reused now.
         self.check_pending()
-        drawn = self._draw(slots, groups, device)
+        drawn = self._draw(slots, groups, entropy, device)
         laws = [(group.positions, self._parts.law(group)) for group in groups]
         buffers = self._host_buffers(n, device)
 
@@ -313,11 +313,16 @@ class StepSampler:
         return select_on_device(logits, rows, slots, drawn, laws, buffers, fallback, self._clock)
 
     def _draw(
-        self, slots: Sequence[Slot], groups: list[Group], wait_for: torch.device | None = None
+        self,
+        slots: Sequence[Slot],
+        groups: list[Group],
+        recorded: bool,
+        wait_for: torch.device | None = None,
     ) -> Drawn:
         """The fetch (after the logits exist) and the amplification, on the host.
 
-        ``wait_for``: the device whose logits the host must wait for first.
+        ``recorded``: whether the step builds records (only they need each row's
+        byte mean). ``wait_for``: the device whose logits the host must wait for first.
         """
         clock = self._clock
         t1 = time.perf_counter()
@@ -340,20 +345,23 @@ class StepSampler:
         if len(groups) == 1:
             group = groups[0]
             amplifier, strategy = self._parts.component(group)
-            amp = amplifier.amplify_batch(raw.reshape(n, group.config.sample_count))
+            amp = amplifier.amplify_batch(
+                raw.reshape(n, group.config.sample_count), sample_mean=recorded
+            )
             u, z, mean = amp.u, amp.z_score, amp.sample_mean
             names = [(str(amplifier.name), str(strategy.name), amplifier.u_transform)] * n
         else:
             u = np.empty(n, dtype=np.float64)
             z = np.empty(n, dtype=np.float64)
-            mean = np.empty(n, dtype=np.float64)
+            mean = np.empty(n, dtype=np.float64) if recorded else None
             for group in groups:
                 amplifier, strategy = self._parts.component(group)
                 block_bytes = gather(raw, offsets, group.positions, group.config.sample_count)
-                amp = amplifier.amplify_batch(block_bytes)
+                amp = amplifier.amplify_batch(block_bytes, sample_mean=recorded)
                 u[group.positions] = amp.u
                 z[group.positions] = amp.z_score
-                mean[group.positions] = amp.sample_mean
+                if mean is not None and amp.sample_mean is not None:
+                    mean[group.positions] = amp.sample_mean
                 triple = (str(amplifier.name), str(strategy.name), amplifier.u_transform)
                 for p in group.positions.tolist():
                     names[p] = triple

@@ -22,6 +22,7 @@ from qr_core.records import TokenSamplingRecord
 from qr_entropy import EntropyFetch
 from qr_vllm._batch import Slot
 from qr_vllm._config import calibrated_hash
+from qr_vllm._errors import QRVllmError
 from qr_vllm._step_transfer import INVALID, Readback
 
 __all__ = ["Drawn", "Selected", "StepValues", "build_records"]
@@ -73,6 +74,8 @@ def build_records(
     rank = values.rank.tolist()
     prob = values.prob.tolist()
     candidates = values.candidates.tolist()
+    if values.drawn.mean is None:
+        raise QRVllmError("internal: a recorded step was amplified without its byte means")
     mean = values.drawn.mean.tolist()
     z = values.drawn.z.tolist()
     u = values.drawn.u.tolist()
@@ -137,8 +140,8 @@ class Drawn:
     """Wall-clock time when the logits existed (just before the fetch)."""
     names: Sequence[tuple[str, str, str]]
     """Per row: amplifier, temperature strategy, u transform."""
-    mean: np.ndarray
-    """Sample mean of each row's bytes."""
+    mean: np.ndarray | None
+    """Sample mean of each row's bytes; None in a step that builds no records."""
     z: np.ndarray
     """z-score of each row."""
     u: np.ndarray

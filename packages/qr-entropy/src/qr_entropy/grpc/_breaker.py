@@ -57,6 +57,11 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+# Module-level names: an Enum member looked up on its class costs a descriptor
+# call, and acquire/record_success run twice per fetch on its critical path.
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+
 class CircuitOpenError(EntropyUnavailableError):
     """The circuit is open (or its one probe is in flight); no call was made."""
 
@@ -74,7 +79,7 @@ class Admission:
     call asked for with ``full=True``); a timeout then counts as a failure."""
     generation: int
     """The circuit's generation when the call was admitted."""
-    probe: bool
+    probe: bool = False
     """The call is the half-open circuit's one probe."""
 
 
@@ -202,7 +207,14 @@ class CircuitBreaker:
                 already in flight.
         """
         with self._lock:
-            if self._state is BreakerState.OPEN:
+            state = self._state
+            if state is _CLOSED and not full:  # the common case, on the fetch's critical path
+                size_class = n_bytes.bit_length() if n_bytes > 0 else 1
+                timeout_ms = self._timeout_ms(size_class)
+                return Admission(
+                    n_bytes, timeout_ms / 1000.0, timeout_ms >= self._ceiling_ms, self._generation
+                )
+            if state is _OPEN:
                 waited = self._clock() - self._opened_at
                 if waited < self._recovery_s:
                     self._rejected += 1
@@ -210,9 +222,9 @@ class CircuitBreaker:
                         f"circuit open after {self._consecutive} consecutive failures; "
                         f"next probe in {self._recovery_s - waited:.1f} s"
                     )
-                self._set_state(BreakerState.HALF_OPEN)
+                self._set_state(_HALF_OPEN)
                 self._probe_in_flight = False
-            probe = self._state is BreakerState.HALF_OPEN
+            probe = self._state is _HALF_OPEN
             if probe:
                 if self._probe_in_flight:
                     self._rejected += 1
@@ -261,9 +273,9 @@ class CircuitBreaker:
                 self._stale += 1
                 return False
             self._consecutive = 0
-            if self._state is BreakerState.CLOSED:
+            if self._state is _CLOSED:
                 return False
-            self._set_state(BreakerState.CLOSED)
+            self._set_state(_CLOSED)
             return True
 
     def record_failure(

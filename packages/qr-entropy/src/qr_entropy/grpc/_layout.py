@@ -18,7 +18,8 @@ device id records them as absent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from qr_entropy._exceptions import ConfigError
 
@@ -47,18 +48,27 @@ class ResponseLayout:
     """Nanoseconds per unit of ``timestamp`` (1 for ns, 1000 for us)."""
     device_id: int | None = None
     """Field holding the device id (UTF-8 string)."""
+    roles: Mapping[int, str] = field(init=False, repr=False, compare=False)
+    """Each declared field number and the role it plays (one lookup per field
+    when decoding, on the fetch's critical path)."""
+
+    def __post_init__(self) -> None:
+        stamp = "timestamp_ns" if self.timestamp_scale_ns == 1 else "timestamp_us"
+        declared = (
+            (self.data, "data"),
+            (self.sequence_id, "sequence_id"),
+            (self.timestamp, stamp),
+            (self.device_id, "device_id"),
+        )
+        roles: dict[int, str] = {}
+        for number, role in declared:
+            if number is not None:
+                roles.setdefault(number, role)
+        object.__setattr__(self, "roles", roles)  # frozen: set once, here
 
     def role(self, field: int) -> str | None:
         """The name of the role ``field`` plays in this layout, or ``None`` (skipped)."""
-        if field == self.data:
-            return "data"
-        if field == self.sequence_id:
-            return "sequence_id"
-        if field == self.timestamp:
-            return "timestamp_ns" if self.timestamp_scale_ns == 1 else "timestamp_us"
-        if field == self.device_id:
-            return "device_id"
-        return None
+        return self.roles.get(field)
 
 
 PRESETS: dict[str, ResponseLayout] = {

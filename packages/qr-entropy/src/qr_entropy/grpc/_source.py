@@ -114,6 +114,9 @@ class QuantumGrpcSource(EntropySource):
         return self._breaker.snapshot()
 
     def _started(self) -> Transport | SyncTransport:
+        transport = self._transport
+        if transport is not None and not self._closed:
+            return transport  # no lock once started: one read on the critical path
         with self._lock:
             if self._closed:
                 raise EntropyUnavailableError("quantum_grpc source is closed")

@@ -10,6 +10,7 @@ skipped; anything that does not parse raises :class:`WireFormatError`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from qr_entropy.grpc._errors import WireFormatError
@@ -48,33 +49,32 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=64)
+def _bytes_needed_field(bytes_needed: int) -> bytes:
+    # A source asks for the same few sizes over and over.
+    return b"\x08" + _varint(bytes_needed) if bytes_needed else b""
+
+
 def encode_request(bytes_needed: int, sequence_id: int) -> bytes:
     """Serialise a request: field 1 ``bytes_needed``, field 2 ``sequence_id``.
 
     Zero values are omitted, as proto3 does.
     """
-    out = b""
-    if bytes_needed:
-        out += b"\x08" + _varint(bytes_needed)
-    if sequence_id:
-        out += b"\x10" + _varint(sequence_id)
-    return out
+    head = _bytes_needed_field(bytes_needed)
+    return head + b"\x10" + _varint(sequence_id) if sequence_id else head
 
 
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    if pos < len(buf) and buf[pos] < 0x80:
-        return buf[pos], pos + 1  # one byte: every tag, and small values
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = 0
     shift = 0
-    end = len(buf)
-    for i in range(_MAX_VARINT_BYTES):
-        if pos + i >= end:
-            raise WireFormatError(f"truncated varint at byte {pos}")
-        byte = buf[pos + i]
+    # One slice, then a plain loop: no bounds check per byte.
+    for byte in buf[pos : pos + _MAX_VARINT_BYTES]:
         result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result & (_U64 - 1), pos + i + 1
         shift += 7
+        if byte < 0x80:
+            return result & (_U64 - 1), pos + shift // 7
+    if pos + _MAX_VARINT_BYTES > len(buf):
+        raise WireFormatError(f"truncated varint at byte {pos}")
     raise WireFormatError(f"varint longer than {_MAX_VARINT_BYTES} bytes at byte {pos}")
 
 
@@ -111,13 +111,14 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
             with another wire type (naming the field, the layout and what
             arrived), or a ``device_id`` that is not UTF-8.
     """
-    buf = memoryview(payload)
+    buf = bytes(payload)  # a no-op for the bytes grpc hands over
     end = len(buf)
     pos = 0
     data = b""
     sequence_id = 0
     timestamp = 0
     device_id = ""
+    roles = layout.roles
     # One-byte varints (every tag, most values) are read inline: this runs once per
     # fetch on the caller's critical path, where each Python call counts.
     while pos < end:
@@ -129,9 +130,13 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
         field, wire_type = key >> 3, key & 7
         if field == 0:
             raise WireFormatError(f"field number 0 at byte {pos}")
-        role = layout.role(field)
+        role = roles.get(field)
         if wire_type == _VARINT:
-            value, pos = _read_varint(buf, pos)
+            if pos < end and buf[pos] < 0x80:
+                value = buf[pos]
+                pos += 1
+            else:
+                value, pos = _read_varint(buf, pos)
             if role == "sequence_id":
                 sequence_id = _signed64(value)
             elif role is not None and role.startswith("timestamp"):
@@ -150,7 +155,7 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
                     f"field {field} declares {length} bytes, only {end - pos} remain"
                 )
             if role == "data":
-                data = payload[pos:stop]  # one copy, straight from the message
+                data = buf[pos:stop]  # one copy, straight from the message
             elif role == "device_id":
                 try:
                     device_id = str(buf[pos:stop], "utf-8")
