@@ -222,14 +222,22 @@ async def _hold_idle(address: str, count: int) -> None:
 
 
 def start_server(
-    address: str, server_path: str | None, extra: list[str]
+    address: str,
+    server_path: str | None,
+    extra: list[str],
+    *,
+    env_extra: dict[str, str] | None = None,
+    capture_log: bool = False,
 ) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ)
+    """Start ``qr-entropy-server`` (``server_path`` first on the module path) and
+    wait for its ready line; ``capture_log`` pipes its stderr to the caller."""
+    env = {**os.environ, **(env_extra or {})}
     if server_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [server_path, env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "qr_entropy_server", "--address", address, *extra],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture_log else None,
         text=True,
         env=env,
     )
@@ -352,24 +360,12 @@ async def _probe(address: str, count: int) -> tuple[float, float, float, float]:
 def faults(server_path: str | None, new_flags: bool) -> None:
     """Time SIGTERM with a hung backend; count the log bytes of 2,000 malformed requests."""
     tests = Path(__file__).resolve().parents[1] / "packages" / "qr-entropy-server" / "tests"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [server_path, str(tests)]))
-    env["QR_TEST_FAULT"] = "hang:1000000"  # tests/faulty_backend.py: generate never returns
+    path = os.pathsep.join(filter(None, [server_path, str(tests)]))
+    # tests/faulty_backend.py: generate never returns
+    env: dict[str, str] = {"PYTHONPATH": path, "QR_TEST_FAULT": "hang:1000000"}
 
     def spawn(*args: str) -> tuple[subprocess.Popen[str], str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qr_entropy_server", "--address", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith(READY):
-            proc.kill()
-            raise SystemExit(f"server did not start: {line!r}")
-        return proc, line[len(READY) :].strip()
+        return start_server("127.0.0.1:0", None, list(args), env_extra=env, capture_log=True)
 
     hung = ["--backend", "faulty_backend:FaultyBackend", "--grace", "5"]
     proc, address = spawn(*hung, *(["--backend-timeout", "2"] if new_flags else []))

@@ -209,8 +209,7 @@ class CircuitBreaker:
         with self._lock:
             state = self._state
             if state is _CLOSED and not full:  # the common case, on the fetch's critical path
-                size_class = n_bytes.bit_length() if n_bytes > 0 else 1
-                timeout_ms = self._timeout_ms(size_class)
+                timeout_ms = self._timeout_ms(self.size_class(n_bytes))
                 return Admission(
                     n_bytes, timeout_ms / 1000.0, timeout_ms >= self._ceiling_ms, self._generation
                 )

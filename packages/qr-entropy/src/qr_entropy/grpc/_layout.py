@@ -66,10 +66,6 @@ class ResponseLayout:
                 roles.setdefault(number, role)
         object.__setattr__(self, "roles", roles)  # frozen: set once, here
 
-    def role(self, field: int) -> str | None:
-        """The name of the role ``field`` plays in this layout, or ``None`` (skipped)."""
-        return self.roles.get(field)
-
 
 PRESETS: dict[str, ResponseLayout] = {
     "qr_entropy": ResponseLayout("qr_entropy", data=1, sequence_id=2, timestamp=3, device_id=4),
