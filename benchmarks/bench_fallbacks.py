@@ -12,7 +12,8 @@
    10 s: the target is <= 11 s every time), and how long the restart itself
    took: a restart slower than the window makes the first probe find no server.
 
-Usage: ``python benchmarks/bench_fallbacks.py [--seconds 20] [--restarts 15]``
+Usage: ``python benchmarks/bench_fallbacks.py [--seconds 20] [--restarts 15]
+[--threads 1,4,8] [--modes unary,server_streaming,bidi_streaming] [--only fallbacks|recovery]``
 """
 
 from __future__ import annotations
@@ -151,9 +152,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per run")
     parser.add_argument("--restarts", type=int, default=15)
     parser.add_argument("--threads", default="1,4,8")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="modes of the fallback runs, comma-separated"
+    )
     parser.add_argument("--recovery-mode", default="unary", choices=MODES)
     parser.add_argument("--only", choices=["fallbacks", "recovery"], help="run one part")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if unknown := sorted(set(modes) - set(MODES)):
+        parser.error(f"--modes: unknown {', '.join(unknown)}; allowed: {', '.join(MODES)}")
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.1f} at start"
@@ -171,7 +178,7 @@ def main() -> None:
             print("|---|---|---:|---:|---:|---:|")
             try:
                 for transport, server in servers.items() if args.only != "recovery" else ():
-                    for mode in MODES:
+                    for mode in modes:
                         for threads in (int(t) for t in args.threads.split(",")):
                             done, fell = fallbacks_run(server.address, mode, threads, args.seconds)
                             print(

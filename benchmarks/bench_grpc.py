@@ -8,9 +8,11 @@ mode, for 20,480 bytes (one token) and 1,310,720 bytes (a batch of 64 tokens in
 one request), next to ``os.urandom`` for the same byte counts.
 
 Then the floors, over TCP and a unix socket: a bare grpcio client (synchronous
-API, no project code) against a bare grpcio server, and the same client code
-path as above (``bidi_streaming``, layout ``bytes_only``) against that same bare
-server, which separates the client's cost from the reference server's.
+API, no project code) against a bare grpcio server; then, taking turns with that
+floor, the same exchange on grpcio's core layer as the client drives it
+(``CoreCall`` alone), the client (``bidi_streaming``, layout ``bytes_only``)
+against that same bare server, which separates the client's cost from the
+reference server's, and the client against the reference server.
 
 Targets: bidi over a unix socket p50 <= 200 us for 20,480 bytes; 64 x 20,480
 bytes in one request <= 3 x the os.urandom time for the same bytes (p50);
@@ -41,6 +43,7 @@ import grpc
 
 from qr_entropy import EntropyConfig, EntropyFetch, GrpcMode
 from qr_entropy.grpc import CircuitBreaker, QuantumGrpcSource
+from qr_entropy.grpc._core_call import CoreCall
 from qr_entropy.grpc._watchdog import Watchdog
 from qr_entropy.grpc._wire import decode_response
 
@@ -275,10 +278,12 @@ def against_floor(
 
     Per transport, a bare grpcio server (the floor's) and the reference server
     run side by side; each repetition times, in turn, a bare grpcio bidi
-    exchange with the bare server (the floor), a ``quantum_grpc`` bidi fetch
-    from the same bare server (the client's own cost: layout ``bytes_only``,
-    no sequence-id echo there), and a ``quantum_grpc`` bidi fetch from the
-    reference server (the caller's view). Keyed by (what, transport).
+    exchange with the bare server (the floor: grpcio's public API), the same
+    exchange on grpcio's core layer as the client makes it (``CoreCall`` alone,
+    no other project code), a ``quantum_grpc`` bidi fetch from the same bare
+    server (layout ``bytes_only``, no sequence-id echo there; less the
+    ``CoreCall`` row, the client's own cost), and a ``quantum_grpc`` bidi fetch
+    from the reference server (the caller's view). Keyed by (what, transport).
     """
     results: dict[tuple[str, str], tuple[float, float]] = {}
     for transport in transports:
@@ -298,9 +303,11 @@ def against_floor(
                 QuantumGrpcSource(config) as on_reference,
             ):
                 exchange = BareBidi(channel)
+                core = CoreCall(channel, FLOOR_BIDI_PATH, ())
                 timings = timed_together(
                     {
                         "bare grpcio bidi (floor)": exchange,
+                        "bare core-layer bidi (CoreCall)": functools.partial(core.exchange, b""),
                         "quantum_grpc, floor's server": functools.partial(on_floor.fetch, ONE),
                         "quantum_grpc, reference server": functools.partial(
                             on_reference.fetch, ONE
@@ -310,6 +317,7 @@ def against_floor(
                     warmup,
                 )
                 exchange.end()
+                core.discard()
         finally:
             for proc, _ in procs:
                 proc.terminate()
@@ -466,7 +474,7 @@ def main() -> None:
         print(f"  {label:<24}{transport:<6} p50 {p50:>6.0f} us  p99 {p99:>6.0f} us")
     print(
         f"\ntarget (issue 12, item 7): bidi 20,480 B p50 <= {P50_RATIO} x and "
-        f"p99 <= {P99_RATIO:.0f} x the bare grpcio bidi floor; the three interleaved:"
+        f"p99 <= {P99_RATIO:.0f} x the bare grpcio bidi floor; the four interleaved:"
     )
     with tempfile.TemporaryDirectory() as tmp:
         together = against_floor(Path(tmp), args.repeat, args.warmup)
@@ -476,7 +484,11 @@ def main() -> None:
             f"  {transport + ', bare grpcio bidi (floor)':<40} p50 {floor_bidi[0]:>6.0f} us  "
             f"p99 {floor_bidi[1]:>6.0f} us"
         )
-        for label in ("quantum_grpc, reference server", "quantum_grpc, floor's server"):
+        for label in (
+            "quantum_grpc, reference server",
+            "quantum_grpc, floor's server",
+            "bare core-layer bidi (CoreCall)",
+        ):
             print_target(f"{transport}, {label}", *together[label, transport], floor_bidi)
     bidi_unix = next(r for r in rows if r[:3] == ("bidi_streaming", "unix", ONE))
     best_batch = min(r[3] for r in rows if r[2] == BATCH)

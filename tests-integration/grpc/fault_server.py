@@ -17,6 +17,8 @@ faults on a running server (first word of the file):
     garbage             bytes that are not protobuf
     no_seq              correct bytes but sequence_id not echoed (0)
     chunks K            answer streams in K chunks (unary: one message)
+    end                 streams: end the call (status OK) instead of answering
+    abort CODE          streams: end the call with status CODE (a grpc.StatusCode name)
 
 Prints ``fault-server listening on ADDRESS`` when ready.
 """
@@ -48,7 +50,7 @@ class Faulty:
         self._control = control
         self._received = control.with_name(control.name + ".received")
 
-    def _mode(self) -> list[str]:
+    def mode(self) -> list[str]:
         try:
             words = self._control.read_text().split()
         except OSError:
@@ -58,7 +60,7 @@ class Faulty:
     def answers(self, raw: bytes) -> list[bytes]:
         request = pb2.EntropyRequest.FromString(raw)
         n, seq = request.bytes_needed, request.sequence_id
-        mode = self._mode()
+        mode = self.mode()
         right = pb2.EntropyResponse(
             data=payload(seq, n),
             sequence_id=seq,
@@ -106,6 +108,11 @@ def main() -> None:
 
     def stream(requests: Any, context: grpc.ServicerContext) -> Any:
         for raw in requests:
+            mode = faulty.mode()
+            if mode[0] == "end":
+                return
+            if mode[0] == "abort":
+                context.abort(getattr(grpc.StatusCode, mode[1]), "aborted by the fault server")
             yield from faulty.answers(raw)
 
     handlers = {}

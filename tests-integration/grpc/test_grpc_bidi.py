@@ -1,25 +1,38 @@
-"""``bidi_streaming`` on grpcio's synchronous API, against a real fault-server process.
+"""``bidi_streaming`` in the caller's thread, against a real fault-server process.
 
 The read of each reply blocks in the caller's thread; its deadline is kept by
 the process-wide watchdog, which cancels the call. These tests prove what that
 must keep: a read that outlives its deadline ends the call for good (the next
-fetch opens a new one and gets its own bytes), and ``close()`` ends a read that
-is waiting, without counting it as the server's failure or leaving a thread.
+fetch opens a new one and gets its own bytes), a call the server ends is
+reported with its status and replaced, and ``close()`` ends a read that is
+waiting, without counting it as the server's failure or leaving a thread.
+
+The tests of a source run on both call layers (fixture ``layer``): grpcio's
+core layer (``CoreCall``, used wherever grpcio's internal layer is as expected,
+as with the grpcio installed here) and its public stream API (the fallback;
+selected by reporting the core layer unavailable, a grpcio that cannot be
+produced for real). The last tests are about the core call itself.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from qr_entropy import EntropyUnavailableError
-from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy.grpc import QuantumGrpcSource, _sync
+from qr_entropy.grpc._core_call import CallEndedError, CoreCall
 from qr_entropy.grpc._watchdog import shared_watchdog
+from qr_entropy.grpc._wire import decode_response, encode_request
 
 from .fault_helpers import Config, Expected, N, assert_fresh
+
+STREAM_PATH = "/qr_entropy.EntropyService/StreamEntropy"
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +41,16 @@ def _reset(faulty: Any) -> None:
     faulty.forget_requests()
 
 
+@pytest.fixture(params=["core", "public"])
+def layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The call layer under test; ``public`` reports the core layer unavailable."""
+    if request.param == "public":
+        monkeypatch.setattr(_sync, "core_available", lambda channel: False)
+    return str(request.param)
+
+
 def test_a_read_past_its_deadline_is_cancelled_and_the_next_fetch_opens_a_new_call(
-    faulty: Any, make_config: Config, expected: Expected
+    faulty: Any, make_config: Config, expected: Expected, layer: str
 ) -> None:
     cfg = make_config(
         faulty.address, grpc_mode="bidi_streaming", grpc_timeout_ms=300.0, grpc_retry_count=0
@@ -39,6 +60,8 @@ def test_a_read_past_its_deadline_is_cancelled_and_the_next_fetch_opens_a_new_ca
         first = source.fetch(N)
         assert_fresh(first, expected)
         transport = source._transport  # type: ignore[attr-defined]
+        # The grpcio installed here has the core layer as expected: a change shows here.
+        assert transport.on_core is (layer == "core")
         assert transport.streams_opened == 1
         fired = watchdog.fired
         faulty.set("slow 1.0")
@@ -56,7 +79,7 @@ def test_a_read_past_its_deadline_is_cancelled_and_the_next_fetch_opens_a_new_ca
 
 
 def test_close_ends_a_waiting_read_at_once_counts_no_failure_and_leaves_no_thread(
-    faulty: Any, make_config: Config, thread_baseline: Callable[[], list[str]]
+    faulty: Any, make_config: Config, thread_baseline: Callable[[], list[str]], layer: str
 ) -> None:
     source = QuantumGrpcSource(
         make_config(faulty.address, grpc_mode="bidi_streaming", grpc_timeout_ms=30_000.0)
@@ -83,3 +106,105 @@ def test_close_ends_a_waiting_read_at_once_counts_no_failure_and_leaves_no_threa
     assert "closed" in str(errors[0])
     assert source.breaker.total_failures == 0  # close() is not the server's failure
     assert thread_baseline() == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "message"),
+    [
+        ("end", "OK", r"OK from .* stream ended"),
+        ("abort INTERNAL", "INTERNAL", r"INTERNAL from .*aborted by the fault server"),
+        ("abort UNAVAILABLE", "UNAVAILABLE", r"UNAVAILABLE from .*aborted by the fault server"),
+    ],
+)
+def test_a_call_the_server_ends_is_reported_with_its_status_and_replaced(
+    fault: str,
+    code: str,
+    message: str,
+    faulty: Any,
+    make_config: Config,
+    expected: Expected,
+    layer: str,
+) -> None:
+    cfg = make_config(faulty.address, grpc_mode="bidi_streaming", grpc_retry_count=1)
+    with QuantumGrpcSource(cfg) as source:
+        assert_fresh(source.fetch(N), expected)
+        transport = source._transport  # type: ignore[attr-defined]
+        faulty.set(fault)
+        with pytest.raises(EntropyUnavailableError, match=message) as raised:
+            source.fetch(N)
+        assert raised.value.code == code  # type: ignore[attr-defined]
+        # Only UNAVAILABLE is asked again (retry_count=1).
+        unavailable = code == "UNAVAILABLE"
+        assert source.health_check()["total_failures"] == (2 if unavailable else 1)
+        faulty.set("ok")
+        fetches = [source.fetch(N) for _ in range(3)]
+        now = source._transport  # type: ignore[attr-defined]
+        # UNAVAILABLE replaces the channel; any other end replaces the call. Then it is kept.
+        assert (now is not transport) is unavailable
+        assert now.streams_opened == (1 if unavailable else 2)
+    for fetch in fetches:
+        assert_fresh(fetch, expected)
+
+
+def test_a_core_call_releases_everything_when_discarded(faulty: Any) -> None:
+    """grpcio frees a core call once its last batch is read: ``discard`` reads them all."""
+    with grpc.insecure_channel(faulty.address) as channel:
+        call = CoreCall(channel, STREAM_PATH, ())
+        reply = decode_response(call.exchange(encode_request(N, 41)))
+        assert reply.sequence_id == 41
+        assert len(reply.data) == N
+        call.discard()
+        assert call._due == set()
+        # An ended call takes no more requests, and says so without waiting.
+        with pytest.raises(CallEndedError) as ended:
+            call.exchange(encode_request(N, 42))
+        assert ended.value.code is grpc.StatusCode.CANCELLED
+
+
+def test_a_core_call_cancelled_from_another_thread_ends_the_wait(faulty: Any) -> None:
+    faulty.set("slow 5")
+    with grpc.insecure_channel(faulty.address) as channel:
+        call = CoreCall(channel, STREAM_PATH, ())
+
+        def cancel_once_the_request_arrived() -> None:
+            faulty.wait_for_request()
+            call.cancel("cancelled by the test")
+
+        canceller = threading.Thread(target=cancel_once_the_request_arrived)
+        canceller.start()
+        # Had the wait not ended at the cancel, the reply would come after 5 s.
+        with pytest.raises(CallEndedError, match="cancelled by the test") as ended:
+            call.exchange(encode_request(N, 7))
+        canceller.join(10)
+        assert ended.value.code is grpc.StatusCode.CANCELLED
+        call.discard()
+        assert call._due == set()
+
+
+def test_a_changed_core_layer_falls_back_to_the_public_api_with_one_warning(
+    faulty: Any,
+    make_config: Config,
+    expected: Expected,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+
+    def changed_signature(*args: object) -> CoreCall:
+        raise TypeError("segregated_call() takes 7 positional arguments")
+
+    monkeypatch.setattr(_sync, "CoreCall", changed_signature)
+    monkeypatch.setattr(_sync, "_core_fallback_logged", False)
+    cfg = make_config(faulty.address, grpc_mode="bidi_streaming")
+    with caplog.at_level(logging.WARNING, logger=_sync.__name__):
+        for _ in range(2):  # two sources: one warning per process
+            with QuantumGrpcSource(cfg) as source:
+                fetches = [source.fetch(N) for _ in range(3)]
+                transport = source._transport  # type: ignore[attr-defined]
+                assert transport.on_core is False
+                assert transport.streams_opened == 1
+            for fetch in fetches:
+                assert_fresh(fetch, expected)
+    warnings = [r.getMessage() for r in caplog.records if r.name == _sync.__name__]
+    assert len(warnings) == 1
+    assert "public stream API" in warnings[0]
+    assert "segregated_call() takes 7 positional arguments" in warnings[0]

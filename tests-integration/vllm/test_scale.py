@@ -215,11 +215,14 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
     ]
     for t in threads:
         t.start()
-    # Mid-stream: every stream has tokens, or the fastest is half-way (an idle
-    # machine may start some streams late); the SIGTERM must cut streams short.
+    # Mid-stream: each server has begun streaming, or the fastest stream is
+    # half-way; the SIGTERM must cut streams short. (Waiting for every stream to
+    # begin let one server's streams finish while the other's were still queued.)
+    groups = (streams[:8], streams[8:])
     deadline = time.monotonic() + REQUEST_TIMEOUT_S
     while not (
-        all(s.tokens for s in streams) or any(len(s.tokens) >= _STREAM_TOKENS // 2 for s in streams)
+        all(any(s.tokens for s in group) for group in groups)
+        or any(len(s.tokens) >= _STREAM_TOKENS // 2 for s in streams)
     ):
         assert time.monotonic() < deadline, [len(s.tokens) for s in streams]
         assert not any(s.error for s in streams), [s.error for s in streams]
@@ -231,8 +234,11 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
         t.join(REQUEST_TIMEOUT_S)
     for server in (dp, replica):
         server.proc.wait(timeout=REQUEST_TIMEOUT_S)
-    for group in (streams[:8], streams[8:]):
-        assert any(len(s.tokens) < _STREAM_TOKENS for s in group), "no stream was cut short"
+    for group in groups:
+        assert any(len(s.tokens) < _STREAM_TOKENS for s in group), (
+            "no stream was cut short",
+            [len(s.tokens) for s in group],
+        )
 
     records = read_records(shared_path).records  # a killed writer leaves no bad line
     assert_each_token_once({s.tag: s.tokens for s in streams}, records, prefix=True)

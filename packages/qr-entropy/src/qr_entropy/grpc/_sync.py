@@ -9,10 +9,11 @@ blocked in a call raises at once.
 ``unary``: one blocking call per request, with the breaker's deadline as the
 call's gRPC deadline.
 
-``bidi_streaming``: one long-lived bidirectional call per source. A request is
-put on the call's request queue (grpc's own thread writes it) and its one
-response is read with ``next()`` in the fetching thread. ``next()`` has no
-timeout, so each read arms a :class:`~._watchdog.Alarm` with the breaker's
+``bidi_streaming``: one long-lived bidirectional call per source. The fetching
+thread writes a request and waits for its one response on the call itself
+(:mod:`~._core_call`, on grpcio's core layer; where that layer is not as
+expected, on the public API, whose own thread writes the request). The wait has
+no timeout, so each one arms a :class:`~._watchdog.Alarm` with the breaker's
 deadline; when it fires, the watchdog cancels the call and the blocked read
 raises. On a timeout, a mismatched or malformed reply, or any
 error the call is cancelled and never read again (a late reply would belong to
@@ -22,25 +23,29 @@ threads take turns on the one call (a lock).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 
 import grpc
 
 from qr_entropy.grpc._channel import ChannelSettings
+from qr_entropy.grpc._core_call import CallEndedError, CoreCall, core_available
 from qr_entropy.grpc._errors import GrpcEntropyError
 from qr_entropy.grpc._transports import (
-    RETRYABLE_CODES,
     Reply,
     check_length,
     check_response,
     map_rpc_error,
     precheck,
+    status_error,
 )
 from qr_entropy.grpc._watchdog import Watchdog, shared_watchdog
 from qr_entropy.grpc._wire import decode_response, encode_request
 
 __all__ = ["BidiTransport", "SyncTransport", "UnaryTransport"]
+
+logger = logging.getLogger(__name__)
 
 
 def closed_channel_error(settings: ChannelSettings, exc: Exception) -> GrpcEntropyError:
@@ -115,26 +120,64 @@ class UnaryTransport(SyncTransport):
 
 
 class _Stream:
-    """One open call: its request queue, the call, and its response iterator."""
+    """One call on grpcio's public API: its request queue, the call, its responses.
+
+    The same interface as :class:`~._core_call.CoreCall`, which is used where
+    grpcio's internal layer is as expected; this is the fallback.
+    """
 
     __slots__ = ("call", "requests", "responses")
 
     def __init__(
-        self, multicallable: grpc.StreamStreamMultiCallable[bytes, bytes], settings: ChannelSettings
+        self,
+        multicallable: grpc.StreamStreamMultiCallable[bytes, bytes],
+        metadata: tuple[tuple[str, str], ...],
     ) -> None:
         self.requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         # grpc's request thread takes requests until the None sentinel.
-        self.call = multicallable(iter(self.requests.get, None), metadata=settings.metadata or None)
+        self.call = multicallable(iter(self.requests.get, None), metadata=metadata or None)
         self.responses = iter(self.call)
 
+    def exchange(self, request: bytes) -> bytes:
+        """Write ``request``, wait for the one reply (``CallEndedError``: the call ended first)."""
+        self.requests.put(request)
+        try:
+            return next(self.responses)
+        except grpc.RpcError as exc:
+            raise CallEndedError(exc.code(), exc.details() or "") from None
+        except StopIteration:
+            raise CallEndedError(self.call.code(), self.call.details() or "") from None
+
     def cancel(self) -> None:
-        """End the call and let grpc's request thread finish."""
+        """End the call; a thread waiting in :meth:`exchange` raises at once. Any thread."""
         self.call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
+
+    def discard(self) -> None:
+        """End the call and let grpc's request thread finish."""
+        self.cancel()
         self.requests.put(None)
+
+
+_core_fallback_logged = False
+
+
+def _log_core_fallback(reason: str) -> None:
+    global _core_fallback_logged
+    if not _core_fallback_logged:
+        _core_fallback_logged = True
+        logger.warning(
+            "bidi_streaming uses grpcio's public stream API (grpcio %s: %s); "
+            "each exchange takes about 20%% longer than on grpcio's core layer",
+            grpc.__version__,
+            reason,
+        )
 
 
 class BidiTransport(SyncTransport):
     """One long-lived bidirectional call, one request and one response at a time.
+
+    The call is a :class:`~._core_call.CoreCall` where grpcio's internal layer
+    is as expected (:attr:`on_core`), otherwise one on the public API.
 
     Args:
         settings: The channel settings (address, TLS, metadata, layout).
@@ -151,8 +194,12 @@ class BidiTransport(SyncTransport):
                 self._method, request_serializer=None, response_deserializer=None
             )
         )
+        self.on_core = core_available(self._channel)
+        """Calls are driven on grpcio's core layer (else on its public API)."""
+        if not self.on_core:
+            _log_core_fallback("its internal call layer is not as expected")
         self._watchdog = watchdog or shared_watchdog()
-        self._stream: _Stream | None = None
+        self._stream: CoreCall | _Stream | None = None
         # Requests from several threads must not interleave on the one stream.
         self._lock = threading.Lock()
         self.streams_opened = 0
@@ -161,15 +208,25 @@ class BidiTransport(SyncTransport):
     def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            stream.cancel()
+            stream.discard()
 
-    def _open_stream(self) -> _Stream:
+    def _open_stream(self) -> CoreCall | _Stream:
         # A missing socket file is reported before a call; an open stream reports its own end.
         precheck(self._settings)
+        metadata = self._settings.metadata
         try:
             if self._closed:
                 raise ValueError("transport closed")
-            stream = _Stream(self._multicallable, self._settings)
+            stream: CoreCall | _Stream
+            if self.on_core:
+                try:
+                    stream = CoreCall(self._channel, self._method, metadata)
+                except (AttributeError, TypeError) as exc:
+                    # The internal layer changed its signature: the public API from now on.
+                    _log_core_fallback(f"{type(exc).__name__}: {exc}")
+                    self.on_core = False
+            if not self.on_core:
+                stream = _Stream(self._multicallable, metadata)
         except ValueError as exc:
             raise closed_channel_error(self._settings, exc) from None
         self._stream = stream
@@ -184,11 +241,10 @@ class BidiTransport(SyncTransport):
         """
         with self._lock:
             stream = self._stream or self._open_stream()
-            alarm = self._watchdog.arm(timeout_s, stream.call.cancel)
+            alarm = self._watchdog.arm(timeout_s, stream.cancel)
             try:
-                stream.requests.put(encode_request(n, sequence_id))
-                payload: bytes = next(stream.responses)
-            except grpc.RpcError as exc:
+                payload = stream.exchange(encode_request(n, sequence_id))
+            except CallEndedError as ended:
                 fired = not self._watchdog.disarm(alarm)
                 self._drop_stream()
                 if fired:
@@ -198,16 +254,15 @@ class BidiTransport(SyncTransport):
                         code="DEADLINE_EXCEEDED",
                         timed_out=True,
                     ) from None
-                raise map_rpc_error(exc, self._method, self._settings) from None
-            except StopIteration:
-                self._watchdog.disarm(alarm)
-                self._drop_stream()
-                code = stream.call.code()
-                raise GrpcEntropyError(
-                    f"{code.name} from {self._settings.address} ({self._method}): "
-                    f"stream ended: {stream.call.details()}",
-                    code=code.name,
-                    retryable=code in RETRYABLE_CODES,
+                if ended.code is grpc.StatusCode.OK:
+                    raise GrpcEntropyError(
+                        f"OK from {self._settings.address} ({self._method}): "
+                        f"stream ended: {ended.details}",
+                        code="OK",
+                        retryable=False,
+                    ) from None
+                raise status_error(
+                    ended.code, ended.details, self._method, self._settings
                 ) from None
             except BaseException:
                 self._watchdog.disarm(alarm)

@@ -41,6 +41,7 @@ __all__ = [
     "check_response",
     "map_rpc_error",
     "precheck",
+    "status_error",
 ]
 
 # Status codes worth another attempt within the same fetch: the server (or the
@@ -68,8 +69,13 @@ class Reply:
 
 def map_rpc_error(exc: grpc.RpcError, method: str, settings: ChannelSettings) -> GrpcEntropyError:
     """Turn a gRPC error into a ``GrpcEntropyError`` naming the status code."""
-    code = exc.code()
-    details = exc.details() or ""
+    return status_error(exc.code(), exc.details() or "", method, settings)
+
+
+def status_error(
+    code: grpc.StatusCode, details: str, method: str, settings: ChannelSettings
+) -> GrpcEntropyError:
+    """A ``GrpcEntropyError`` for a call that ended with status ``code``."""
     if code is grpc.StatusCode.UNAUTHENTICATED:
         hint = (
             "the server rejected the API key sent in header "

@@ -1,0 +1,179 @@
+"""A bidirectional call driven on grpcio's core layer from the fetching thread.
+
+grpcio's public synchronous stream API writes each request on a thread of its
+own (the consumer of the request iterator) and hands each reply to the reader
+through its channel thread and a condition variable: two thread hand-offs per
+exchange. Here the fetching thread writes the request and waits for its reply
+in one batch on the call's own completion queue, with no other thread in
+between. A bare exchange this way took 0.76 to 0.82 x the time of a bare
+exchange on the public API (same server, taking turns; ``docs/grpc.md``).
+
+The layer is ``grpc._cython.cygrpc``, the one grpcio's own blocking unary calls
+use (a "segregated" call: its events come only to the thread that asks for
+them). It is not public API, so :func:`core_available` checks its shape once
+and the transport falls back to the public API where it is missing or changed
+(``qr_entropy.grpc._sync``).
+
+Rules the layer imposes, kept here:
+- ``next_event()`` may only be called while some batch of the call is still
+  due; grpcio frees the call's queue once the last one completes. The due
+  batches are tracked in :attr:`CoreCall._due`.
+- ``operate()`` returns False once the call has ended (nothing is due): no
+  event will come for that batch.
+- ``cancel()`` is safe from any thread (the watchdog's, ``close()``'s); every
+  other method is for the one thread that owns the call at the time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import grpc
+
+__all__ = ["CallEndedError", "CoreCall", "core_available"]
+
+_cygrpc: Any
+try:  # grpcio's internal layer: see the module docstring.
+    _cygrpc = importlib.import_module("grpc._cython.cygrpc")
+except ImportError:  # pragma: no cover - every grpcio release so far has it
+    _cygrpc = None
+
+# Batch tags (compared by identity): opening the call, its final status, one exchange.
+_OPEN, _STATUS, _EXCHANGE = "open", "status", "exchange"
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _cygrpc_shape_ok() -> bool:
+    names = (
+        "SendInitialMetadataOperation",
+        "ReceiveInitialMetadataOperation",
+        "ReceiveStatusOnClientOperation",
+        "SendMessageOperation",
+        "ReceiveMessageOperation",
+        "PropagationConstants",
+        "StatusCode",
+        "build_census_context",
+    )
+    return _cygrpc is not None and all(hasattr(_cygrpc, name) for name in names)
+
+
+_SHAPE_OK = _cygrpc_shape_ok()
+
+
+def core_available(channel: grpc.Channel) -> bool:
+    """Whether ``channel`` can carry a :class:`CoreCall` (grpcio's internal layer as expected)."""
+    return _SHAPE_OK and hasattr(getattr(channel, "_channel", None), "segregated_call")
+
+
+class CallEndedError(Exception):
+    """The call ended (cancelled, failed, or closed by the server) before the reply came.
+
+    Attributes:
+        code: The call's final status.
+        details: The status details.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class CoreCall:
+    """One open bidirectional call: write one request, read its one reply.
+
+    Args:
+        channel: An open synchronous channel (see :func:`core_available`).
+        method: The full method path, ``/package.Service/Method``.
+        metadata: Initial metadata sent when the call opens (the API key).
+
+    Raises:
+        ValueError: The channel is closed.
+    """
+
+    __slots__ = ("_call", "_due", "_status")
+
+    def __init__(
+        self, channel: grpc.Channel, method: str, metadata: tuple[tuple[str, str], ...]
+    ) -> None:
+        core = _cygrpc
+        sent = metadata or None
+        self._call: Any = channel._channel.segregated_call(  # type: ignore[attr-defined]
+            core.PropagationConstants.GRPC_PROPAGATE_DEFAULTS,
+            method.encode(),
+            None,  # host: the channel's
+            None,  # no deadline for the call; each read has the watchdog's
+            sent,
+            None,  # no call credentials: the API key travels in the metadata
+            (
+                (
+                    (
+                        core.SendInitialMetadataOperation(sent, 0),
+                        core.ReceiveInitialMetadataOperation(0),
+                    ),
+                    _OPEN,
+                ),
+                ((core.ReceiveStatusOnClientOperation(0),), _STATUS),
+            ),
+            core.build_census_context(),
+            None,  # an unregistered method, as grpcio's own multicallables without one
+        )
+        self._due = {_OPEN, _STATUS}
+        self._status: tuple[grpc.StatusCode, str] | None = None
+
+    def _next(self) -> str:
+        """Wait for the next batch of the call to complete; return its tag."""
+        try:
+            event = self._call.next_event()
+        except BaseException:
+            # grpcio released the call when the wait was interrupted (a signal).
+            self._due.clear()
+            raise
+        tag: str = event.tag
+        self._due.discard(tag)
+        if tag is _STATUS:
+            status = event.batch_operations[0]
+            self._status = (
+                _STATUS_CODES.get(status.code(), grpc.StatusCode.UNKNOWN),
+                status.details() or "",
+            )
+        return tag
+
+    def exchange(self, request: bytes) -> bytes:
+        """Write ``request`` and wait for the one reply.
+
+        Raises:
+            CallEndedError: The call ended first; the call is not usable again.
+        """
+        core = _cygrpc
+        # grpcio fills this operation in place when the batch completes.
+        receive = core.ReceiveMessageOperation(0)
+        if not self._call.operate((core.SendMessageOperation(request, 0), receive), _EXCHANGE):
+            raise self._ended()
+        self._due.add(_EXCHANGE)
+        while self._next() is not _EXCHANGE:
+            pass
+        reply: bytes | None = receive.message()
+        if reply is None:
+            raise self._ended()
+        return reply
+
+    def _ended(self) -> CallEndedError:
+        """The call's final status, waiting for it where it is still due."""
+        while self._status is None and _STATUS in self._due:
+            self._next()
+        code, details = self._status or (grpc.StatusCode.UNKNOWN, "call ended without a status")
+        return CallEndedError(code, details)
+
+    def cancel(self, details: str = "cancelled by the client") -> None:
+        """End the call; a thread waiting in :meth:`exchange` raises at once. Any thread."""
+        self._call.cancel(_cygrpc.StatusCode.cancelled, details)
+
+    def discard(self, details: str = "stream dropped") -> None:
+        """Cancel the call and wait for its last batches, so grpcio frees it. Owner thread."""
+        if self._due:
+            self.cancel(details)
+        while self._due:
+            self._next()
