@@ -173,9 +173,12 @@ def main() -> None:
                 "tcp": Server("127.0.0.1:0").start(),
                 "unix": Server(f"unix://{tmp / 'q.sock'}").start(),
             }
-            print(f"\nfallbacks from a healthy server, {args.seconds:g} s per run, one core busy")
-            print("| transport | mode | threads | fetches | fallbacks | per 10,000 |")
-            print("|---|---|---:|---:|---:|---:|")
+            if args.only != "recovery":
+                print(
+                    f"\nfallbacks from a healthy server, {args.seconds:g} s per run, one core busy"
+                )
+                print("| transport | mode | threads | fetches | fallbacks | per 10,000 |")
+                print("|---|---|---:|---:|---:|---:|")
             try:
                 for transport, server in servers.items() if args.only != "recovery" else ():
                     for mode in modes:

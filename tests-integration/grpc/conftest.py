@@ -177,11 +177,7 @@ def config(address: str, **fields: object) -> EntropyConfig:
 
 
 def our_threads() -> list[threading.Thread]:
-    """Live threads except grpc's ``grpc.aio`` poller.
-
-    grpc starts that poller while any ``grpc.aio`` channel exists and stops it,
-    asynchronously, after the last one closed; it is grpc's, shared by the process.
-    """
+    """Live threads except a ``grpc.aio`` poller (the reference server's tests start one)."""
     return [t for t in threading.enumerate() if "_poll_wrapper" not in t.name]
 
 
@@ -189,12 +185,11 @@ def our_threads() -> list[threading.Thread]:
 def thread_baseline(servers: Callable[..., ServerProcess]) -> Callable[[], list[str]]:
     """Returns a check: the threads (but grpc's poller) that were not there before.
 
-    The baseline is taken once the client's two process-wide threads exist (each
-    started on first use, shared by every source): the ``qr-entropy-grpc`` loop
-    (server_streaming) and the ``qr-entropy-grpc-watchdog`` (bidi read
-    deadlines). Nothing else may stay behind a closed source. grpc's synchronous
-    API ends a cancelled call's own threads shortly after the cancel, so the
-    check allows them a second.
+    The baseline is taken once the client's one process-wide thread exists (started
+    on first use, shared by every source): the ``qr-entropy-grpc-watchdog`` (bidi
+    read deadlines). Nothing else may stay behind a closed source. grpc's public
+    stream API ends a cancelled call's own threads shortly after the cancel, so
+    the check allows them a second.
     """
     from qr_entropy.grpc import QuantumGrpcSource
 
@@ -215,23 +210,26 @@ def thread_baseline(servers: Callable[..., ServerProcess]) -> Callable[[], list[
     return new_threads
 
 
+@pytest.fixture(params=["core", "public"])
+def layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The call layer of the streaming modes under test: grpcio's core layer, or its
+    public API (the fallback), chosen by reporting the core layer unavailable: a
+    grpcio without it cannot be produced for real here."""
+    if request.param == "public":
+        from qr_entropy.grpc import _sync
+
+        monkeypatch.setattr(_sync, "core_available", lambda channel: False)
+    return str(request.param)
+
+
 @pytest.fixture
-def tasks_left() -> Callable[[object], int]:
-    """``tasks_left(source)``: coroutines still alive on the client loop, after a grace second.
+def calls_left() -> Callable[[], int]:
+    """``calls_left()``: calls on grpcio's core layer opened since the test began and
+    not released yet (a batch still due): each must be read to its end or discarded."""
+    from qr_entropy.grpc._core_call import open_core_calls
 
-    grpc.aio finishes a cancelled call's own bookkeeping task shortly after the
-    cancel; a coroutine that is still there after a second is an orphan.
-    """
-
-    def check(source: object) -> int:
-        assert not source._pending  # type: ignore[attr-defined]  # every fetch task ended
-        loop = source._loop  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 1.0
-        while loop.task_count() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return int(loop.task_count())
-
-    return check
+    before = open_core_calls()
+    return lambda: open_core_calls() - before
 
 
 @pytest.fixture

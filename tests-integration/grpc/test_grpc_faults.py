@@ -223,7 +223,7 @@ def test_server_killed_mid_call_and_restarted(
     expected: Expected,
     tmp_path: Path,
     thread_baseline: Callable[[], list[str]],
-    tasks_left: Callable[[object], int],
+    calls_left: Callable[[], int],
 ) -> None:
     server = fault_servers(address=f"unix://{tmp_path}/q.sock")
     cfg = make_config(
@@ -251,7 +251,7 @@ def test_server_killed_mid_call_and_restarted(
         fetch = source.fetch(N)
         assert_fresh(fetch, expected)
     assert thread_baseline() == []
-    assert tasks_left(source) == 0
+    assert calls_left() == 0
 
 
 def test_unreachable_address(make_config: Config) -> None:
@@ -295,7 +295,7 @@ def test_close_during_a_call_leaves_nothing_behind(
     faulty: Any,
     make_config: Config,
     thread_baseline: Callable[[], list[str]],
-    tasks_left: Callable[[object], int],
+    calls_left: Callable[[], int],
 ) -> None:
     source = QuantumGrpcSource(make_config(faulty.address, grpc_mode=mode, grpc_retry_count=0))
     source.fetch(N)
@@ -309,5 +309,5 @@ def test_close_during_a_call_leaves_nothing_behind(
     assert len(errors) == 1
     assert isinstance(errors[0], EntropyUnavailableError)
     assert "closed" in str(errors[0])
-    assert tasks_left(source) == 0
+    assert calls_left() == 0
     assert thread_baseline() == []

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-from grpc import aio
 
 from qr_entropy._exceptions import ConfigError, EntropyUnavailableError
 from qr_entropy.grpc._layout import ResponseLayout, parse_layout
@@ -162,12 +161,6 @@ class ChannelSettings:
             private_key=self.client_key,
             certificate_chain=self.client_cert,
         )
-
-    def open_channel(self) -> aio.Channel:
-        """Create the asyncio channel; call inside the event loop that will use it."""
-        if not self.tls:
-            return aio.insecure_channel(self.address, options=self.options())
-        return aio.secure_channel(self.address, self._credentials(), options=self.options())
 
     def open_sync_channel(self) -> grpc.Channel:
         """Create a channel on grpcio's synchronous API (same options and credentials)."""

@@ -1,4 +1,4 @@
-"""A bidirectional call driven on grpcio's core layer from the fetching thread.
+"""Calls driven on grpcio's core layer from the fetching thread (bidi and server streaming).
 
 grpcio's public synchronous stream API writes each request on a thread of its
 own (the consumer of the request iterator) and hands each reply to the reader
@@ -7,6 +7,9 @@ exchange. Here the fetching thread writes the request and waits for its reply
 in one batch on the call's own completion queue, with no other thread in
 between. A bare exchange this way took 0.76 to 0.82 x the time of a bare
 exchange on the public API (same server, taking turns; ``docs/grpc.md``).
+A server-streaming call (:class:`CoreResponseStream`) sends its one request
+and half-closes in the batch that opens it, then reads one response per batch
+in the same thread, under a gRPC deadline for the whole call.
 
 The layer is ``grpc._cython.cygrpc``, the one grpcio's own blocking unary calls
 use (a "segregated" call: its events come only to the thread that asks for
@@ -27,11 +30,18 @@ Rules the layer imposes, kept here:
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any
 
 import grpc
 
-__all__ = ["CallEndedError", "CoreCall", "core_available"]
+__all__ = [
+    "CallEndedError",
+    "CoreCall",
+    "CoreResponseStream",
+    "core_available",
+    "open_core_calls",
+]
 
 _cygrpc: Any
 try:  # grpcio's internal layer: see the module docstring.
@@ -51,6 +61,7 @@ def _cygrpc_shape_ok() -> bool:
         "ReceiveInitialMetadataOperation",
         "ReceiveStatusOnClientOperation",
         "SendMessageOperation",
+        "SendCloseFromClientOperation",
         "ReceiveMessageOperation",
         "PropagationConstants",
         "StatusCode",
@@ -81,7 +92,105 @@ class CallEndedError(Exception):
         self.details = details
 
 
-class CoreCall:
+class _CoreCallBase:
+    """A call on grpcio's core layer: its due batches, its final status, cancel and discard."""
+
+    __slots__ = ("_call", "_due", "_status")
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        method: str,
+        metadata: tuple[tuple[str, str], ...],
+        deadline: float | None,
+        first: tuple[Any, ...],
+    ) -> None:
+        core = _cygrpc
+        sent = metadata or None
+        self._call: Any = channel._channel.segregated_call(  # type: ignore[attr-defined]
+            core.PropagationConstants.GRPC_PROPAGATE_DEFAULTS,
+            method.encode(),
+            None,  # host: the channel's
+            deadline,  # seconds since the epoch, as grpcio's own calls pass it; None: none
+            sent,
+            None,  # no call credentials: the API key travels in the metadata
+            (
+                ((core.SendInitialMetadataOperation(sent, 0), *first), _OPEN),
+                ((core.ReceiveStatusOnClientOperation(0),), _STATUS),
+            ),
+            core.build_census_context(),
+            None,  # an unregistered method, as grpcio's own multicallables without one
+        )
+        self._due = {_OPEN, _STATUS}
+        self._status: tuple[grpc.StatusCode, str] | None = None
+        _open_calls.add(self)
+
+    def _next(self) -> str:
+        """Wait for the next batch of the call to complete; return its tag."""
+        try:
+            event = self._call.next_event()
+        except BaseException:
+            # grpcio released the call when the wait was interrupted (a signal).
+            self._due.clear()
+            _open_calls.discard(self)
+            raise
+        tag: str = event.tag
+        self._due.discard(tag)
+        if tag is _STATUS:
+            status = event.batch_operations[0]
+            self._status = (
+                _STATUS_CODES.get(status.code(), grpc.StatusCode.UNKNOWN),
+                status.details() or "",
+            )
+        if not self._due:
+            _open_calls.discard(self)
+        return tag
+
+    def _receive(self, operations: tuple[Any, ...], receive: Any) -> bytes | None:
+        """Start ``operations`` (ending with ``receive``) as one batch and wait for it.
+
+        Returns the message received, or None when the call has ended.
+        """
+        if not self._call.operate(operations, _EXCHANGE):
+            return None
+        self._due.add(_EXCHANGE)
+        while self._next() is not _EXCHANGE:
+            pass
+        # grpcio fills the operation in place when the batch completes.
+        message: bytes | None = receive.message()
+        return message
+
+    def _ended(self) -> CallEndedError:
+        """The call's final status, waiting for it where it is still due."""
+        while self._status is None and _STATUS in self._due:
+            self._next()
+        code, details = self._status or (grpc.StatusCode.UNKNOWN, "call ended without a status")
+        return CallEndedError(code, details)
+
+    def cancel(self, details: str = "cancelled by the client") -> None:
+        """End the call; a thread waiting on it raises at once. Any thread."""
+        self._call.cancel(_cygrpc.StatusCode.cancelled, details)
+
+    def discard(self, details: str = "call dropped") -> None:
+        """Cancel the call if it is still open, and wait for its last batches, so that
+        grpcio frees it. Owner thread."""
+        if self._status is None and self._due:
+            self.cancel(details)
+        while self._due:
+            self._next()
+
+
+# The core calls that grpcio has not released yet (a batch still due), for a leak
+# check; set.add and set.discard are atomic, so no lock.
+_open_calls: set[_CoreCallBase] = set()
+
+
+def open_core_calls() -> int:
+    """Core calls of this process with a batch still due (open, or not yet discarded)."""
+    return len(_open_calls)
+
+
+class CoreCall(_CoreCallBase):
     """One open bidirectional call: write one request, read its one reply.
 
     Args:
@@ -93,53 +202,15 @@ class CoreCall:
         ValueError: The channel is closed.
     """
 
-    __slots__ = ("_call", "_due", "_status")
+    __slots__ = ()
 
     def __init__(
         self, channel: grpc.Channel, method: str, metadata: tuple[tuple[str, str], ...]
     ) -> None:
-        core = _cygrpc
-        sent = metadata or None
-        self._call: Any = channel._channel.segregated_call(  # type: ignore[attr-defined]
-            core.PropagationConstants.GRPC_PROPAGATE_DEFAULTS,
-            method.encode(),
-            None,  # host: the channel's
-            None,  # no deadline for the call; each read has the watchdog's
-            sent,
-            None,  # no call credentials: the API key travels in the metadata
-            (
-                (
-                    (
-                        core.SendInitialMetadataOperation(sent, 0),
-                        core.ReceiveInitialMetadataOperation(0),
-                    ),
-                    _OPEN,
-                ),
-                ((core.ReceiveStatusOnClientOperation(0),), _STATUS),
-            ),
-            core.build_census_context(),
-            None,  # an unregistered method, as grpcio's own multicallables without one
+        # No deadline for the call: each read has the watchdog's.
+        super().__init__(
+            channel, method, metadata, None, (_cygrpc.ReceiveInitialMetadataOperation(0),)
         )
-        self._due = {_OPEN, _STATUS}
-        self._status: tuple[grpc.StatusCode, str] | None = None
-
-    def _next(self) -> str:
-        """Wait for the next batch of the call to complete; return its tag."""
-        try:
-            event = self._call.next_event()
-        except BaseException:
-            # grpcio released the call when the wait was interrupted (a signal).
-            self._due.clear()
-            raise
-        tag: str = event.tag
-        self._due.discard(tag)
-        if tag is _STATUS:
-            status = event.batch_operations[0]
-            self._status = (
-                _STATUS_CODES.get(status.code(), grpc.StatusCode.UNKNOWN),
-                status.details() or "",
-            )
-        return tag
 
     def exchange(self, request: bytes) -> bytes:
         """Write ``request`` and wait for the one reply.
@@ -148,32 +219,59 @@ class CoreCall:
             CallEndedError: The call ended first; the call is not usable again.
         """
         core = _cygrpc
-        # grpcio fills this operation in place when the batch completes.
         receive = core.ReceiveMessageOperation(0)
-        if not self._call.operate((core.SendMessageOperation(request, 0), receive), _EXCHANGE):
-            raise self._ended()
-        self._due.add(_EXCHANGE)
-        while self._next() is not _EXCHANGE:
-            pass
-        reply: bytes | None = receive.message()
+        reply = self._receive((core.SendMessageOperation(request, 0), receive), receive)
         if reply is None:
             raise self._ended()
         return reply
 
-    def _ended(self) -> CallEndedError:
-        """The call's final status, waiting for it where it is still due."""
-        while self._status is None and _STATUS in self._due:
-            self._next()
-        code, details = self._status or (grpc.StatusCode.UNKNOWN, "call ended without a status")
-        return CallEndedError(code, details)
 
-    def cancel(self, details: str = "cancelled by the client") -> None:
-        """End the call; a thread waiting in :meth:`exchange` raises at once. Any thread."""
-        self._call.cancel(_cygrpc.StatusCode.cancelled, details)
+class CoreResponseStream(_CoreCallBase):
+    """One request, then the server's responses until it ends the call (server streaming).
 
-    def discard(self, details: str = "stream dropped") -> None:
-        """Cancel the call and wait for its last batches, so grpcio frees it. Owner thread."""
-        if self._due:
-            self.cancel(details)
-        while self._due:
-            self._next()
+    The request is written and the call half-closed when it opens.
+
+    Args:
+        channel: An open synchronous channel (see :func:`core_available`).
+        method: The full method path, ``/package.Service/Method``.
+        metadata: Initial metadata (the API key).
+        request: The one request message.
+        timeout_s: The whole call's gRPC deadline.
+
+    Raises:
+        ValueError: The channel is closed.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        method: str,
+        metadata: tuple[tuple[str, str], ...],
+        request: bytes,
+        timeout_s: float,
+    ) -> None:
+        core = _cygrpc
+        first = (
+            core.SendMessageOperation(request, 0),
+            core.SendCloseFromClientOperation(0),
+            core.ReceiveInitialMetadataOperation(0),
+        )
+        super().__init__(channel, method, metadata, time.time() + timeout_s, first)
+
+    def read(self) -> bytes | None:
+        """The next response, or None once the server ended the call with OK.
+
+        Raises:
+            CallEndedError: The call ended with another status (DEADLINE_EXCEEDED,
+                CANCELLED, an error of the server).
+        """
+        receive = _cygrpc.ReceiveMessageOperation(0)
+        message = self._receive((receive,), receive)
+        if message is not None:
+            return message
+        ended = self._ended()
+        if ended.code is grpc.StatusCode.OK:
+            return None
+        raise ended

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qr_entropy._config import EntropyConfig
 from qr_entropy._exceptions import EntropyUnavailableError
@@ -17,9 +16,13 @@ from qr_entropy._source import EntropySource, check_byte_count
 from qr_entropy.grpc._breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from qr_entropy.grpc._channel import ChannelSettings
 from qr_entropy.grpc._errors import GrpcEntropyError
-from qr_entropy.grpc._loop import shared_loop
-from qr_entropy.grpc._sync import BidiTransport, SyncTransport, UnaryTransport
-from qr_entropy.grpc._transports import TRANSPORTS, Reply, Transport
+from qr_entropy.grpc._sync import (
+    BidiTransport,
+    ServerStreamingTransport,
+    SyncTransport,
+    UnaryTransport,
+)
+from qr_entropy.grpc._transports import Reply
 
 if TYPE_CHECKING:
     from qr_entropy.grpc._breaker import BreakerSnapshot
@@ -28,8 +31,9 @@ __all__ = ["QuantumGrpcSource"]
 
 logger = logging.getLogger(__name__)
 
-_SYNC_TRANSPORTS: dict[str, type[SyncTransport]] = {
+_TRANSPORTS: dict[str, type[SyncTransport]] = {
     UnaryTransport.mode: UnaryTransport,
+    ServerStreamingTransport.mode: ServerStreamingTransport,
     BidiTransport.mode: BidiTransport,
 }
 
@@ -81,9 +85,7 @@ class QuantumGrpcSource(EntropySource):
         )
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
-        self._loop = shared_loop()
-        self._pending: set[asyncio.Task[Any]] = set()
-        self._transport: Transport | SyncTransport | None = None
+        self._transport: SyncTransport | None = None
         self._closed = False
         self._device_id = ""
         self._last_error: str | None = None
@@ -113,7 +115,7 @@ class QuantumGrpcSource(EntropySource):
         """The circuit breaker's current state and counters."""
         return self._breaker.snapshot()
 
-    def _started(self) -> Transport | SyncTransport:
+    def _started(self) -> SyncTransport:
         transport = self._transport
         if transport is not None and not self._closed:
             return transport  # no lock once started: one read on the critical path
@@ -121,34 +123,11 @@ class QuantumGrpcSource(EntropySource):
             if self._closed:
                 raise EntropyUnavailableError("quantum_grpc source is closed")
             if self._transport is None:
-                settings = self._settings
-                sync_cls = _SYNC_TRANSPORTS.get(self._mode)
-                if sync_cls is not None:
-                    # The caller's thread makes the call itself (see _sync).
-                    self._transport = sync_cls(settings)
-                else:
-                    transport_cls = TRANSPORTS[self._mode]
-
-                    async def _open() -> Transport:
-                        return transport_cls(settings.open_channel(), settings)
-
-                    self._transport = self._loop.run(_open())
+                # The caller's thread makes each call itself (see _sync).
+                self._transport = _TRANSPORTS[self._mode](self._settings)
             return self._transport
 
-    def _call(
-        self, transport: Transport | SyncTransport, n: int, sequence_id: int, timeout_s: float
-    ) -> Reply:
-        if isinstance(transport, SyncTransport):
-            return transport.request(n, sequence_id, timeout_s)
-        return self._loop.run(transport.request(n, sequence_id, timeout_s), self._pending)
-
-    def _close_transport(self, transport: Transport | SyncTransport) -> None:
-        if isinstance(transport, SyncTransport):
-            transport.close()
-        else:
-            self._loop.run(transport.aclose())
-
-    def _discard(self, transport: Transport | SyncTransport) -> None:
+    def _discard(self, transport: SyncTransport) -> None:
         """Replace the channel after a connection failure.
 
         A fresh channel connects at once, while the failed one would wait out
@@ -158,7 +137,7 @@ class QuantumGrpcSource(EntropySource):
             if self._transport is not transport:
                 return
             self._transport = None
-        self._close_transport(transport)
+        transport.close()
 
     def get_random_bytes(self, n: int) -> bytes:
         """Return ``n`` fresh bytes from the server (see :meth:`fetch`)."""
@@ -226,7 +205,7 @@ class QuantumGrpcSource(EntropySource):
             sequence_id = next(self._sequence)
             start = time.perf_counter()
             try:
-                reply = self._call(transport, n, sequence_id, admission.timeout_s)
+                reply = transport.request(n, sequence_id, admission.timeout_s)
             except GrpcEntropyError as exc:
                 if self._closed:
                     # close() cancelled the call: not the server's failure.
@@ -312,9 +291,5 @@ class QuantumGrpcSource(EntropySource):
                 return
             self._closed = True
             transport, self._transport = self._transport, None
-        if isinstance(transport, SyncTransport):
-            transport.close()
-            return
-        self._loop.cancel(self._pending)
         if transport is not None:
-            self._loop.run(transport.aclose())
+            transport.close()
