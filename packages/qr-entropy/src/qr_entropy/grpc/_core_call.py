@@ -81,6 +81,8 @@ def core_available(channel: grpc.Channel) -> bool:
 class CallEndedError(Exception):
     """The call ended (cancelled, failed, or closed by the server) before the reply came.
 
+    Internal: the transports turn it into a ``GrpcEntropyError`` naming the status.
+
     Attributes:
         code: The call's final status.
         details: The status details.
