@@ -234,11 +234,14 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
         t.join(REQUEST_TIMEOUT_S)
     for server in (dp, replica):
         server.proc.wait(timeout=REQUEST_TIMEOUT_S)
-    for group in groups:
-        assert any(len(s.tokens) < _STREAM_TOKENS for s in group), (
-            "no stream was cut short",
-            [len(s.tokens) for s in group],
-        )
+    # The SIGTERM came mid-stream: some stream was cut short. (Not necessarily on
+    # both servers: in two full runs on a 2-core machine, all 8 streams of one
+    # server finished between the trigger and the kill, while the other server's
+    # were cut. Every record of both servers is checked below either way.)
+    assert any(len(s.tokens) < _STREAM_TOKENS for s in streams), (
+        "no stream was cut short",
+        [[len(s.tokens) for s in group] for group in groups],
+    )
 
     records = read_records(shared_path).records  # a killed writer leaves no bad line
     assert_each_token_once({s.tag: s.tokens for s in streams}, records, prefix=True)
