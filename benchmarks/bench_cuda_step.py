@@ -13,7 +13,7 @@ same entropy bytes, and reports:
 * the step time split into temperature, fetch, amplification, selection and
   forcing, for both devices, and the step's costliest CUDA operations;
 * per step: the aten operations and host syncs of ``StepSampler.sample``
-  (counted by ``qr_core._op_count``) at B = 8 and at ``--rows``, with one
+  (counted by ``qr_core.testing``) at B = 8 and at ``--rows``, with one
   group of settings and with the mixed ones, beside the stage times, and those
   of qr-core's device path alone
   (per-row power-law temperatures and ``select_tokens(engine="device",
@@ -65,9 +65,13 @@ def _load_qr_vllm_without_vllm() -> None:
 
 _load_qr_vllm_without_vllm()
 
-from qr_core import Engine, build_temperature_strategy, select_tokens  # noqa: E402
-from qr_core._op_count import OpCount, count_ops  # noqa: E402
-from qr_core._temperature import power_law_temperatures  # noqa: E402
+from qr_core import (  # noqa: E402
+    Engine,
+    build_temperature_strategy,
+    power_law_temperatures,
+    select_tokens,
+)
+from qr_core.testing import OpCount, count_ops  # noqa: E402
 from qr_entropy import EntropyFetch  # noqa: E402
 from qr_vllm._batch import Slot, plan_for_params  # noqa: E402
 from qr_vllm._settings import SamplingSettings  # noqa: E402

@@ -43,9 +43,7 @@ import grpc
 
 from qr_entropy import EntropyConfig, EntropyFetch, GrpcMode
 from qr_entropy.grpc import CircuitBreaker, QuantumGrpcSource
-from qr_entropy.grpc._core_call import CoreCall
-from qr_entropy.grpc._watchdog import Watchdog
-from qr_entropy.grpc._wire import decode_response
+from qr_entropy.grpc.testing import CoreCall, Watchdog, decode_response, transport_request
 
 MODES: tuple[GrpcMode, ...] = get_args(GrpcMode)
 ONE = 20_480
@@ -342,10 +340,9 @@ def breakdown(address: str, repeat: int, warmup: int) -> dict[str, tuple[float, 
         parts["whole fetch (caller's view)"] = timed(
             functools.partial(source.fetch, ONE), repeat, warmup
         )
-        transport = source._started()
         sequence = iter(range(10_000_000, 20_000_000))
         parts["exchange (write, read, decode, checks)"] = timed(
-            lambda: transport.request(ONE, next(sequence), 10.0), repeat, warmup
+            lambda: transport_request(source, ONE, next(sequence), 10.0), repeat, warmup
         )
     watchdog = Watchdog("bench-watchdog")
     parts["watchdog arm + disarm"] = timed(

@@ -29,7 +29,7 @@ from pathlib import Path
 import bench_grpc as bench
 import grpc
 
-from qr_entropy.grpc._wire import encode_request
+from qr_entropy.grpc.testing import encode_request
 
 _STREAM_PATH = "/qr_entropy.EntropyService/StreamEntropy"
 

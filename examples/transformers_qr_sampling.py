@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import sys
 import time
 import uuid
@@ -50,7 +49,7 @@ from qr_core.records import (
     LogSink,
     RecordSink,
     RingBufferSink,
-    TokenSamplingRecord,
+    build_token_records,
     config_hash,
 )
 from qr_entropy import EntropyConfig, EntropySource, build_source
@@ -128,41 +127,23 @@ class QRLogitsProcessor(LogitsProcessor):
         forced[rows_t] = float("-inf")
         forced[rows_t, torch.from_numpy(tokens)] = 0.0
         if self._sinks:
-            records = [
-                TokenSamplingRecord(
-                    request_id=self._request_ids[row],
-                    request_tag=self._tag,
-                    token_index=token_index,
-                    logits_ready_ns=logits_ready_ns,
-                    entropy_requested_ns=fetched.requested_ns,
-                    entropy_generated_ns=fetched.generated_ns,
-                    entropy_received_ns=fetched.received_ns,
-                    entropy_source=fetched.source,
-                    device_id=fetched.device_id,
-                    sequence_id=fetched.sequence_id,
-                    fallback=fetched.fallback,
-                    fallback_reason=fetched.fallback_reason,
-                    sample_count=n,
-                    raw_sha256=hashlib.sha256(raw[i].tobytes()).hexdigest(),
-                    raw_bytes_hex=None,
-                    amplifier=self._amplifier.name,
-                    sample_mean=float(amp.sample_mean[i]),
-                    z_score=float(amp.z_score[i]),
-                    u=float(amp.u[i]),
-                    temperature_strategy=self._strategy.name,
-                    temperature=float(np.asarray(temps.temperature)[i]),
-                    shannon_entropy=float(np.asarray(temps.shannon_entropy)[i]),
-                    token_id=int(tokens[i]),
-                    token_rank=int(np.asarray(chosen.token_rank)[i]),
-                    token_prob=float(np.asarray(chosen.token_prob)[i]),
-                    num_candidates=int(np.asarray(chosen.num_candidates)[i]),
-                    top_k=self._config.top_k,
-                    top_p=self._config.top_p,
-                    config_hash=self._hash,
-                    u_transform=self._amplifier.u_transform,
-                )
-                for i, row in enumerate(rows.tolist())
-            ]
+            records = build_token_records(
+                amp,
+                temps,
+                chosen,
+                request_id=[self._request_ids[row] for row in rows.tolist()],
+                request_tag=self._tag,
+                token_index=token_index,
+                logits_ready_ns=logits_ready_ns,
+                fetch=fetched,
+                raw=raw,
+                amplifier=self._amplifier.name,
+                temperature_strategy=self._strategy.name,
+                u_transform=self._amplifier.u_transform,
+                top_k=self._config.top_k,
+                top_p=self._config.top_p,
+                config_hash=self._hash,
+            )
             for sink in self._sinks:
                 sink.write(records)
         return forced

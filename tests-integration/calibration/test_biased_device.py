@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 from qr_core import ZScoreBitsAmplifier, load_calibration
-from qr_core.records import ks_uniform
+from qr_core.analysis import ks_uniform
 from qr_entropy import EntropyConfig, build_source
 
 HERE = Path(__file__).resolve().parent

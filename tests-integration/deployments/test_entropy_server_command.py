@@ -6,7 +6,9 @@ argument vector is the Dockerfile's ``ENTRYPOINT`` plus the compose service's
 address (a temporary unix socket or an ephemeral TCP port on 127.0.0.1 instead
 of the container's). The compose health check runs against it, and the
 ``qr_entropy`` client, configured from the profile's ``.env.example`` exactly as
-the vLLM container would be, fetches entropy from it.
+the vLLM container would be, fetches entropy from it. A service that is given
+a device (``devices:``) reads a pseudo-terminal that streams like a USB QRNG
+(``qr_entropy_server.testing.StandInDevice``) in place of the host's node.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from qr_entropy_server.testing import StandInDevice
 
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 DOCKERFILE = DEPLOYMENTS / "docker" / "Dockerfile.entropy-server"
@@ -135,6 +140,13 @@ def test_container_command_serves_the_profile_client(
         probed = f"127.0.0.1:{port}"
         argv[at] = "127.0.0.1:0"
     argv[0] = _console_script(argv[0])
+    stack = ExitStack()
+    if service.get("devices"):
+        # The node the container is given, by its path inside the container.
+        inside = [entry.split(":")[1] for entry in service["devices"]]
+        at_device = argv.index("--device") + 1
+        assert argv[at_device] in inside, "the server reads a device it was not given"
+        argv[at_device] = stack.enter_context(StandInDevice()).path
 
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -173,6 +185,7 @@ def test_container_command_serves_the_profile_client(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        stack.close()
     assert server.returncode == 0, f"no graceful shutdown: {server.stderr and server.stderr.read()}"
     # The same health check reports a stopped server as unhealthy.
     probe = subprocess.run(

@@ -1,4 +1,13 @@
-"""Real entropy-server processes for the gRPC integration tests."""
+"""Real entropy-server processes for the gRPC integration tests.
+
+The servers (the reference server, the fault server, the ``qrng`` server and the
+protoc run that makes its stubs) run on the interpreter named by the environment
+variable ``GRPC_TEST_SERVER_PYTHON``, default this one (``sys.executable``). The
+client under test always runs here. So the client can be tested on a grpcio the
+servers cannot use: qr-entropy-server's generated stubs need grpcio >= 1.85.1,
+while qr-entropy allows grpcio >= 1.62 (``hatch run grpc-oldest:test`` sets the
+variable to the default environment's interpreter; see ``hatch.toml``).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +23,15 @@ from pathlib import Path
 import pytest
 
 from qr_entropy import EntropyConfig
+from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy.grpc.testing import core_layer_usable, open_core_calls, public_api_only
 
 HERE = Path(__file__).resolve().parent
 SERVER_READY = "qr-entropy-server listening on "
 FAULT_READY = "fault-server listening on "
+SERVER_PYTHON_VAR = "GRPC_TEST_SERVER_PYTHON"
+SERVER_PYTHON = os.environ.get(SERVER_PYTHON_VAR) or sys.executable
+"""The interpreter of every server process these tests start (see the module docstring)."""
 
 
 def payload(sequence_id: int, n: int) -> bytes:
@@ -37,6 +51,11 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> ServerProcess:
+        if not Path(self._argv[0]).exists():
+            raise RuntimeError(
+                f"{SERVER_PYTHON_VAR}={self._argv[0]!r} does not exist: create that "
+                "environment first (for the default one: `hatch env create`)"
+            )
         address = self.address or self._requested
         # stderr goes to a file, not a pipe: no reader thread to count, no full pipe to block on.
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives with the process
@@ -83,7 +102,7 @@ def servers() -> Iterator[Callable[..., ServerProcess]]:
 
     def factory(*flags: str, address: str = "127.0.0.1:0") -> ServerProcess:
         server = ServerProcess(
-            [sys.executable, "-m", "qr_entropy_server", *flags], SERVER_READY, address
+            [SERVER_PYTHON, "-m", "qr_entropy_server", *flags], SERVER_READY, address
         )
         started.append(server.start())
         return server
@@ -98,7 +117,7 @@ class FaultServer(ServerProcess):
 
     def __init__(self, control: Path, address: str, *flags: str) -> None:
         super().__init__(
-            [sys.executable, str(HERE / "fault_server.py"), "--control", str(control), *flags],
+            [SERVER_PYTHON, str(HERE / "fault_server.py"), "--control", str(control), *flags],
             FAULT_READY,
             address,
         )
@@ -108,27 +127,36 @@ class FaultServer(ServerProcess):
         """Switch the behaviour for the following requests."""
         self.control.write_text(mode)
 
-    @property
-    def _received(self) -> Path:
-        return self.control.with_name(self.control.name + ".received")
+    def _note(self, what: str) -> Path:
+        return self.control.with_name(f"{self.control.name}.{what}")
 
     def forget_requests(self) -> None:
-        """Forget the last request seen in ``slow`` mode (see :meth:`wait_for_request`)."""
-        self._received.unlink(missing_ok=True)
+        """Forget the last request seen and answered in ``slow`` or ``hang`` mode
+        (see :meth:`wait_for_request` and :meth:`wait_for_answer`)."""
+        self._note("received").unlink(missing_ok=True)
+        self._note("answered").unlink(missing_ok=True)
 
-    def wait_for_request(self, timeout_s: float = 30.0) -> int:
-        """Wait until a request arrives in ``slow`` mode; return its sequence_id."""
+    def _wait_for(self, what: str, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                text = self._received.read_text()
+                text = self._note(what).read_text()
             except FileNotFoundError:
                 text = ""
             if text:  # the server writes it in one go; empty: not yet
                 return int(text)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no request reached the fault server in {timeout_s} s")
+                raise TimeoutError(f"the fault server {what} no request in {timeout_s} s")
             time.sleep(0.005)
+
+    def wait_for_request(self, timeout_s: float = 30.0) -> int:
+        """Wait until a request arrives in ``slow`` or ``hang`` mode; return its sequence_id."""
+        return self._wait_for("received", timeout_s)
+
+    def wait_for_answer(self, timeout_s: float = 30.0) -> int:
+        """Wait until a ``slow`` or ``hang`` request is answered (its late reply leaves);
+        return its sequence_id."""
+        return self._wait_for("answered", timeout_s)
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +219,6 @@ def thread_baseline(servers: Callable[..., ServerProcess]) -> Callable[[], list[
     stream API ends a cancelled call's own threads shortly after the cancel, so
     the check allows them a second.
     """
-    from qr_entropy.grpc import QuantumGrpcSource
-
     address = servers().address
     for mode in ("server_streaming", "bidi_streaming"):
         with QuantumGrpcSource(config(address, grpc_mode=mode)) as source:
@@ -211,25 +237,49 @@ def thread_baseline(servers: Callable[..., ServerProcess]) -> Callable[[], list[
 
 
 @pytest.fixture(params=["core", "public"])
-def layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def layer(request: pytest.FixtureRequest) -> Iterator[str]:
     """The call layer of the streaming modes under test: grpcio's core layer, or its
-    public API (the fallback), chosen by reporting the core layer unavailable: a
-    grpcio without it cannot be produced for real here."""
+    public API (the fallback), chosen with ``public_api_only()``: a grpcio without a
+    usable core layer is not installed beside this one. On a grpcio whose core layer
+    is not usable (< 1.63), only the public API runs, so ``core`` is skipped."""
     if request.param == "public":
-        from qr_entropy.grpc import _sync
-
-        monkeypatch.setattr(_sync, "core_available", lambda channel: False)
-    return str(request.param)
+        with public_api_only():
+            yield "public"
+        return
+    if not core_layer_usable():
+        pytest.skip("this grpcio's core layer is not usable: the streaming modes run on its API")
+    yield "core"
 
 
 @pytest.fixture
 def calls_left() -> Callable[[], int]:
     """``calls_left()``: calls on grpcio's core layer opened since the test began and
     not released yet (a batch still due): each must be read to its end or discarded."""
-    from qr_entropy.grpc._core_call import open_core_calls
-
     before = open_core_calls()
     return lambda: open_core_calls() - before
+
+
+@pytest.fixture
+def past_deadline_ms(make_config: Callable[..., EntropyConfig]) -> Callable[[str, str], float]:
+    """``past_deadline_ms(address, mode)``: a deadline for a test that makes a call outlive it.
+
+    Learnt from the machine's present load, not fixed: 10 x the slowest first fetch
+    of three fresh sources in ``mode`` (a new channel each, the costliest fetch a
+    test makes), at least 300 ms. Such a test's normal fetches then end well within
+    it, and the call meant to outlive it is made to wait for far longer (the fault
+    server's ``hang``: no reply until the test releases it).
+    """
+
+    def learn(address: str, mode: str) -> float:
+        slowest = 0.0
+        for _ in range(3):
+            with QuantumGrpcSource(make_config(address, grpc_mode=mode)) as source:
+                start = time.perf_counter()
+                source.fetch(16)
+                slowest = max(slowest, time.perf_counter() - start)
+        return max(300.0, 10_000.0 * slowest)
+
+    return learn
 
 
 @pytest.fixture
@@ -272,7 +322,7 @@ def qrng_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     (stubs / "qrng.proto").write_text(QRNG_PROTO, encoding="utf-8")
     subprocess.run(
         [
-            sys.executable,
+            SERVER_PYTHON,
             "-m",
             "grpc_tools.protoc",
             f"-I{stubs}",
@@ -285,7 +335,7 @@ def qrng_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     )
     server = ServerProcess(
         [
-            sys.executable,
+            SERVER_PYTHON,
             str(HERE / "qrng_server.py"),
             "--stubs",
             str(stubs),

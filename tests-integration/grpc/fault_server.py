@@ -11,7 +11,10 @@ faults on a running server (first word of the file):
     ok                  correct answer
     slow SECONDS        sleep, then answer correctly (a late reply); before sleeping,
                         write the sequence_id to CONTROL.received (a test's cue that
-                        the request arrived)
+                        the request arrived), after it to CONTROL.answered (the cue
+                        that the late reply leaves)
+    hang                as ``slow``, but wait until the control file says something
+                        else: a reply as late as the test wants, whatever the load
     wrong_length        one byte short
     wrong_seq           answer as if for the previous sequence_id (the orphaned-read defect)
     garbage             bytes that are not protobuf
@@ -49,6 +52,7 @@ class Faulty:
     def __init__(self, control: Path) -> None:
         self._control = control
         self._received = control.with_name(control.name + ".received")
+        self._answered = control.with_name(control.name + ".answered")
 
     def mode(self) -> list[str]:
         try:
@@ -67,9 +71,13 @@ class Faulty:
             generation_timestamp_ns=time.time_ns(),
             device_id="fault-server",
         ).SerializeToString()
-        if mode[0] == "slow":
+        if mode[0] in ("slow", "hang"):
             self._received.write_text(str(seq))
-            time.sleep(float(mode[1]))
+            if mode[0] == "slow":
+                time.sleep(float(mode[1]))
+            while self.mode()[0] == "hang":
+                time.sleep(0.005)
+            self._answered.write_text(str(seq))
             return [right]
         if mode[0] == "wrong_length":
             return [

@@ -8,15 +8,15 @@ reported with its status and replaced, and ``close()`` ends a read that is
 waiting, without counting it as the server's failure or leaving a thread.
 
 The tests of a source run on both call layers (fixture ``layer``): grpcio's
-core layer (``CoreCall``, used wherever grpcio's internal layer is as expected,
-as with the grpcio installed here) and its public stream API (the fallback;
-selected by reporting the core layer unavailable, a grpcio that cannot be
-produced for real). The last tests are about the core call itself.
+core layer (``CoreCall``, used wherever grpcio's internal layer is as expected)
+and its public stream API (the fallback; selected with ``public_api_only()``).
+The last tests are about the core call itself; the fallback from a core layer
+found changed at the first call is tested in qr-entropy's own tests
+(``test_grpc_core_layer.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,10 +25,18 @@ import grpc
 import pytest
 
 from qr_entropy import EntropyUnavailableError
-from qr_entropy.grpc import QuantumGrpcSource, _sync
-from qr_entropy.grpc._core_call import CallEndedError, CoreCall
-from qr_entropy.grpc._watchdog import shared_watchdog
-from qr_entropy.grpc._wire import decode_response, encode_request
+from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy.grpc.testing import (
+    CallEndedError,
+    CoreCall,
+    TransportState,
+    core_layer_usable,
+    decode_response,
+    encode_request,
+    open_core_calls,
+    transport_state,
+    watchdog_alarms_fired,
+)
 
 from .fault_helpers import Config, Expected, N, assert_fresh
 
@@ -41,30 +49,44 @@ def _reset(faulty: Any) -> None:
     faulty.forget_requests()
 
 
+def _state(source: QuantumGrpcSource) -> TransportState:
+    state = transport_state(source)
+    assert state is not None
+    return state
+
+
 def test_a_read_past_its_deadline_is_cancelled_and_the_next_fetch_opens_a_new_call(
-    faulty: Any, make_config: Config, expected: Expected, layer: str
+    faulty: Any,
+    make_config: Config,
+    expected: Expected,
+    layer: str,
+    past_deadline_ms: Callable[[str, str], float],
 ) -> None:
+    # The deadline follows the machine's load; every call gets it (floor = ceiling).
+    deadline_ms = past_deadline_ms(faulty.address, "bidi_streaming")
     cfg = make_config(
-        faulty.address, grpc_mode="bidi_streaming", grpc_timeout_ms=300.0, grpc_retry_count=0
+        faulty.address,
+        grpc_mode="bidi_streaming",
+        grpc_timeout_ms=deadline_ms,
+        cb_min_timeout_ms=deadline_ms,
+        grpc_retry_count=0,
     )
-    watchdog = shared_watchdog()
     with QuantumGrpcSource(cfg) as source:
         first = source.fetch(N)
         assert_fresh(first, expected)
-        transport = source._transport  # type: ignore[attr-defined]
-        # The grpcio installed here has the core layer as expected: a change shows here.
-        assert transport.on_core is (layer == "core")
-        assert transport.streams_opened == 1
-        fired = watchdog.fired
-        faulty.set("slow 1.0")
+        # Where the grpcio installed has the core layer as expected, it is used.
+        assert _state(source).on_core is (layer == "core")
+        assert _state(source).streams_opened == 1
+        fired = watchdog_alarms_fired()
+        faulty.set("hang")  # no reply until released: far past any deadline
         with pytest.raises(EntropyUnavailableError, match=r"DEADLINE_EXCEEDED.*stream dropped"):
             source.fetch(N)
         assert faulty.wait_for_request() == first.sequence_id + 1
         # The watchdog, not the reply, ended the read: it cancelled the call once.
-        assert watchdog.fired == fired + 1
+        assert watchdog_alarms_fired() == fired + 1
         faulty.set("ok")
         fetches = [source.fetch(N) for _ in range(3)]
-        assert transport.streams_opened == 2  # one new call, then kept
+        assert _state(source).streams_opened == 2  # one new call, then kept
     for fetch in fetches:
         assert_fresh(fetch, expected)
     assert [f.sequence_id for f in fetches] == [first.sequence_id + i for i in (2, 3, 4)]
@@ -77,7 +99,7 @@ def test_close_ends_a_waiting_read_at_once_counts_no_failure_and_leaves_no_threa
         make_config(faulty.address, grpc_mode="bidi_streaming", grpc_timeout_ms=30_000.0)
     )
     source.fetch(N)
-    faulty.set("slow 2")
+    faulty.set("hang")  # no reply until released
     errors: list[BaseException] = []
 
     def fetch() -> None:
@@ -91,8 +113,9 @@ def test_close_ends_a_waiting_read_at_once_counts_no_failure_and_leaves_no_threa
     faulty.wait_for_request()  # the request is on the server: the fetch waits for its reply
     source.close()
     worker.join(30)
+    faulty.set("ok")
     assert not worker.is_alive()
-    # Had the read waited for the reply (2 s), the fetch would have succeeded.
+    # Had the read waited for the reply, it would still wait: the reply is held back.
     assert len(errors) == 1
     assert isinstance(errors[0], EntropyUnavailableError)
     assert "closed" in str(errors[0])
@@ -120,7 +143,7 @@ def test_a_call_the_server_ends_is_reported_with_its_status_and_replaced(
     cfg = make_config(faulty.address, grpc_mode="bidi_streaming", grpc_retry_count=1)
     with QuantumGrpcSource(cfg) as source:
         assert_fresh(source.fetch(N), expected)
-        transport = source._transport  # type: ignore[attr-defined]
+        assert _state(source).channels_opened == 1
         faulty.set(fault)
         with pytest.raises(EntropyUnavailableError, match=message) as raised:
             source.fetch(N)
@@ -130,31 +153,41 @@ def test_a_call_the_server_ends_is_reported_with_its_status_and_replaced(
         assert source.health_check()["total_failures"] == (2 if unavailable else 1)
         faulty.set("ok")
         fetches = [source.fetch(N) for _ in range(3)]
-        now = source._transport  # type: ignore[attr-defined]
+        now = _state(source)
         # UNAVAILABLE replaces the channel; any other end replaces the call. Then it is kept.
-        assert (now is not transport) is unavailable
+        assert (now.channels_opened > 1) is unavailable
         assert now.streams_opened == (1 if unavailable else 2)
     for fetch in fetches:
         assert_fresh(fetch, expected)
 
 
+@pytest.fixture
+def core_layer() -> None:
+    if not core_layer_usable():
+        pytest.skip("this grpcio's core layer is not usable: no core call to test")
+
+
+@pytest.mark.usefixtures("core_layer")
 def test_a_core_call_releases_everything_when_discarded(faulty: Any) -> None:
     """grpcio frees a core call once its last batch is read: ``discard`` reads them all."""
+    before = open_core_calls()
     with grpc.insecure_channel(faulty.address) as channel:
         call = CoreCall(channel, STREAM_PATH, ())
         reply = decode_response(call.exchange(encode_request(N, 41)))
         assert reply.sequence_id == 41
         assert len(reply.data) == N
         call.discard()
-        assert call._due == set()
+        assert open_core_calls() == before  # no batch of the call is due any more
         # An ended call takes no more requests, and says so without waiting.
         with pytest.raises(CallEndedError) as ended:
             call.exchange(encode_request(N, 42))
         assert ended.value.code is grpc.StatusCode.CANCELLED
 
 
+@pytest.mark.usefixtures("core_layer")
 def test_a_core_call_cancelled_from_another_thread_ends_the_wait(faulty: Any) -> None:
-    faulty.set("slow 2")
+    faulty.set("hang")
+    before = open_core_calls()
     with grpc.insecure_channel(faulty.address) as channel:
         call = CoreCall(channel, STREAM_PATH, ())
 
@@ -164,39 +197,11 @@ def test_a_core_call_cancelled_from_another_thread_ends_the_wait(faulty: Any) ->
 
         canceller = threading.Thread(target=cancel_once_the_request_arrived)
         canceller.start()
-        # Had the wait not ended at the cancel, the reply would come (after 2 s).
+        # Had the wait not ended at the cancel, it would still wait for the hung reply.
         with pytest.raises(CallEndedError, match="cancelled by the test") as ended:
             call.exchange(encode_request(N, 7))
         canceller.join(10)
         assert ended.value.code is grpc.StatusCode.CANCELLED
         call.discard()
-        assert call._due == set()
-
-
-def test_a_changed_core_layer_falls_back_to_the_public_api_with_one_warning(
-    faulty: Any,
-    make_config: Config,
-    expected: Expected,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-
-    def changed_signature(*args: object) -> CoreCall:
-        raise TypeError("segregated_call() takes 7 positional arguments")
-
-    monkeypatch.setattr(_sync, "CoreCall", changed_signature)
-    monkeypatch.setattr(_sync, "_core_fallback_logged", False)
-    cfg = make_config(faulty.address, grpc_mode="bidi_streaming")
-    with caplog.at_level(logging.WARNING, logger=_sync.__name__):
-        for _ in range(2):  # two sources: one warning per process
-            with QuantumGrpcSource(cfg) as source:
-                fetches = [source.fetch(N) for _ in range(3)]
-                transport = source._transport  # type: ignore[attr-defined]
-                assert transport.on_core is False
-                assert transport.streams_opened == 1
-            for fetch in fetches:
-                assert_fresh(fetch, expected)
-    warnings = [r.getMessage() for r in caplog.records if r.name == _sync.__name__]
-    assert len(warnings) == 1
-    assert "public stream API" in warnings[0]
-    assert "segregated_call() takes 7 positional arguments" in warnings[0]
+        assert open_core_calls() == before
+        faulty.set("ok")  # releases the hung handler

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 
 from qr_entropy import EntropyUnavailableError, build_source
 from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy.grpc.testing import ManualClock
 
 from .fault_helpers import Config, Expected, N, assert_fresh
 
@@ -29,6 +29,7 @@ MODES = ["unary", "server_streaming", "bidi_streaming"]
 @pytest.fixture(autouse=True)
 def _reset(faulty: Any) -> None:
     faulty.set("ok")
+    faulty.forget_requests()
 
 
 def fetch_in_background(source: QuantumGrpcSource) -> tuple[threading.Thread, list[BaseException]]:
@@ -97,17 +98,29 @@ def test_unechoed_sequence_id_is_accepted_and_chunks_are_joined(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_late_reply_never_reaches_a_later_fetch(
-    mode: str, faulty: Any, make_config: Config, expected: Expected
+    mode: str,
+    faulty: Any,
+    make_config: Config,
+    expected: Expected,
+    past_deadline_ms: Callable[[str, str], float],
 ) -> None:
     """Known defect 7: after a timeout, the next fetch must get its own bytes."""
-    cfg = make_config(faulty.address, grpc_mode=mode, grpc_timeout_ms=300.0, grpc_retry_count=0)
+    # The deadline follows the machine's load; every call gets it (floor = ceiling).
+    deadline_ms = past_deadline_ms(faulty.address, mode)
+    cfg = make_config(
+        faulty.address,
+        grpc_mode=mode,
+        grpc_timeout_ms=deadline_ms,
+        cb_min_timeout_ms=deadline_ms,
+        grpc_retry_count=0,
+    )
     with QuantumGrpcSource(cfg) as source:
         assert_fresh(source.fetch(N), expected)
-        faulty.set("slow 0.6")
+        faulty.set("hang")  # no reply until released: far past any deadline
         with pytest.raises(EntropyUnavailableError, match="DEADLINE_EXCEEDED"):
             source.fetch(N)
-        faulty.set("ok")
-        time.sleep(0.5)  # the late reply is on the wire now
+        faulty.set("ok")  # releases the reply, now late
+        assert faulty.wait_for_answer() == 2  # the late reply leaves the server
         fetches = [source.fetch(N) for _ in range(5)]
     for fetch in fetches:
         assert_fresh(fetch, expected)
@@ -163,7 +176,8 @@ def test_open_circuit_fails_fast_then_probes(
         cb_max_consecutive_failures=2,
         cb_recovery_window_s=0.3,
     )
-    with QuantumGrpcSource(cfg) as source:
+    clock = ManualClock()  # times the recovery window: the test moves it
+    with QuantumGrpcSource(cfg, clock=clock) as source:
         faulty.set("garbage")
         for _ in range(2):
             with pytest.raises(EntropyUnavailableError):
@@ -173,7 +187,10 @@ def test_open_circuit_fails_fast_then_probes(
         with pytest.raises(EntropyUnavailableError, match="circuit open"):
             source.fetch(N)
         faulty.set("ok")
-        time.sleep(0.35)  # the recovery window (0.3 s) must pass: a timer, not readiness
+        clock.advance(0.29)
+        assert source.health_check()["circuit_state"] == "open"  # not yet
+        clock.advance(0.01)  # the recovery window (0.3 s) has passed
+        assert source.health_check()["circuit_state"] == "half_open"
         assert_fresh(source.fetch(N), expected)  # the half-open probe succeeds
         health = source.health_check()
     assert health["circuit_state"] == "closed"
@@ -231,12 +248,11 @@ def test_server_killed_mid_call_and_restarted(
         grpc_mode=mode,
         grpc_retry_count=0,
         grpc_timeout_ms=3000.0,
-        cb_recovery_window_s=0.1,
     )
     with QuantumGrpcSource(cfg) as source:
         assert_fresh(source.fetch(N), expected)
         server.forget_requests()
-        server.set("slow 2")
+        server.set("hang")  # no reply until released
         worker, errors = fetch_in_background(source)
         server.wait_for_request()  # the call is on the server, waiting for its reply
         server.kill()
@@ -247,7 +263,9 @@ def test_server_killed_mid_call_and_restarted(
             source.fetch(N)  # nothing listens now (socket file may remain)
         server.set("ok")
         server.start()
-        time.sleep(0.15)  # the recovery window (0.1 s) must pass: a timer, not readiness
+        # Two failures, fewer than the three that open the circuit: no recovery window
+        # to wait out, the next fetch is let through at once.
+        assert source.health_check()["circuit_state"] == "closed"
         fetch = source.fetch(N)
         assert_fresh(fetch, expected)
     assert thread_baseline() == []
@@ -274,7 +292,7 @@ def test_missing_socket_file_then_server_appears(
     servers: Callable[..., Any], make_config: Config, tmp_path: Path
 ) -> None:
     sock = tmp_path / "later.sock"
-    cfg = make_config(f"unix://{sock}", grpc_mode="bidi_streaming", cb_recovery_window_s=0.1)
+    cfg = make_config(f"unix://{sock}", grpc_mode="bidi_streaming")
     with QuantumGrpcSource(cfg) as source:
         with pytest.raises(EntropyUnavailableError, match=r"later\.sock.*does not exist"):
             source.fetch(N)
@@ -283,7 +301,9 @@ def test_missing_socket_file_then_server_appears(
             assert fetch.fallback
             assert "does not exist" in (fetch.fallback_reason or "")
         servers(address=f"unix://{sock}")  # returns once the server printed its ready line
-        time.sleep(0.15)  # the recovery window (0.1 s) must pass: a timer, not readiness
+        # One failure, fewer than the three that open the circuit: no recovery window
+        # to wait out, the next fetch is let through at once.
+        assert source.health_check()["circuit_state"] == "closed"
         fetch = source.fetch(N)
     assert len(fetch.data) == N
     assert fetch.device_id.startswith("urandom@")
@@ -300,11 +320,12 @@ def test_close_during_a_call_leaves_nothing_behind(
     source = QuantumGrpcSource(make_config(faulty.address, grpc_mode=mode, grpc_retry_count=0))
     source.fetch(N)
     faulty.forget_requests()
-    faulty.set("slow 1.5")
+    faulty.set("hang")  # no reply until released
     worker, errors = fetch_in_background(source)
     faulty.wait_for_request()  # the call is on the server, waiting for its reply
     source.close()
     worker.join(5)
+    faulty.set("ok")
     assert not worker.is_alive()
     assert len(errors) == 1
     assert isinstance(errors[0], EntropyUnavailableError)

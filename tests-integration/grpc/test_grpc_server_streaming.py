@@ -16,6 +16,7 @@ import pytest
 
 from qr_entropy import EntropyUnavailableError
 from qr_entropy.grpc import QuantumGrpcSource
+from qr_entropy.grpc.testing import transport_state
 
 from .fault_helpers import Config, Expected, N, assert_fresh
 
@@ -32,7 +33,9 @@ def test_chunks_are_joined_and_every_call_is_released(
     with QuantumGrpcSource(make_config(faulty.address, grpc_mode="server_streaming")) as source:
         first = source.fetch(N)
         # The grpcio installed here has the core layer as expected: a change shows here.
-        assert source._transport.on_core is (layer == "core")  # type: ignore[attr-defined]
+        state = transport_state(source)
+        assert state is not None
+        assert state.on_core is (layer == "core")
         faulty.set("chunks 4")
         chunked = [source.fetch(N) for _ in range(3)]
         assert calls_left() == 0  # one call per request, each read to its end
@@ -44,14 +47,25 @@ def test_chunks_are_joined_and_every_call_is_released(
 
 
 def test_a_call_past_its_deadline_times_out_and_is_released(
-    faulty: Any, make_config: Config, expected: Expected, layer: str, calls_left: Callable[[], int]
+    faulty: Any,
+    make_config: Config,
+    expected: Expected,
+    layer: str,
+    calls_left: Callable[[], int],
+    past_deadline_ms: Callable[[str, str], float],
 ) -> None:
+    # The deadline follows the machine's load; every call gets it (floor = ceiling).
+    deadline_ms = past_deadline_ms(faulty.address, "server_streaming")
     cfg = make_config(
-        faulty.address, grpc_mode="server_streaming", grpc_timeout_ms=300.0, grpc_retry_count=0
+        faulty.address,
+        grpc_mode="server_streaming",
+        grpc_timeout_ms=deadline_ms,
+        cb_min_timeout_ms=deadline_ms,
+        grpc_retry_count=0,
     )
     with QuantumGrpcSource(cfg) as source:
         assert_fresh(source.fetch(N), expected)
-        faulty.set("slow 1.0")
+        faulty.set("hang")  # no reply until released: far past any deadline
         with pytest.raises(EntropyUnavailableError, match="DEADLINE_EXCEEDED") as raised:
             source.fetch(N)
         assert raised.value.timed_out  # type: ignore[attr-defined]

@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 
 from qr_core import Calibration, load_calibration
+from qr_core.analysis.cli import EXIT_CONFIG, EXIT_OK
+from qr_core.analysis.cli import main as qr_analyze
 from qr_core.records import TokenSamplingRecord
-from qr_core.records.cli import EXIT_CONFIG, EXIT_OK
-from qr_core.records.cli import main as qr_analyze
 from qr_vllm._config import calibrated_hash
 
 from .serve_helpers import (

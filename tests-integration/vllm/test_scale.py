@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from vllm import LLM, SamplingParams
 
+from qr_core.analysis.cli import main as qr_analyze
 from qr_core.records import read_records, rotated_segments, writer_files
-from qr_core.records.cli import main as qr_analyze
 from qr_vllm import QRSamplingLogitsProcessor
 
 from .serve_helpers import (

@@ -20,8 +20,8 @@ from qr_core import (
     build_amplifier,
     load_calibration,
 )
+from qr_core._amplifier_builtins import _IntegerAmplifier
 from qr_core._calibration import content_sha256
-from qr_core._zscore import _IntegerAmplifier
 
 N = 1024
 ALPHA = 0.001

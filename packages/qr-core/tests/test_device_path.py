@@ -2,7 +2,7 @@
 
 ``engine="device"`` runs the GPU's sort engine on CPU tensors, and the meta
 device (tensors without data) stands in for a GPU: a read of device values
-fails there. :mod:`qr_core._op_count` counts aten operations and host syncs.
+fails there. :mod:`qr_core.testing` counts aten operations and host syncs.
 Asserted: no host sync and no upload with deferred checks, the same operations
 at B = 8 and 64 and for 1 or 3 groups of per-row settings, the same tokens as
 the numpy engine, and the deferred errors equal the immediate ones.
@@ -17,9 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from qr_core import EDTTemperature, FixedTemperature, QRCoreError, select_tokens, shannon_entropy
-from qr_core._op_count import count_ops
-from qr_core._temperature import PowerLaw, power_law_temperatures
+from qr_core import (
+    EDTTemperature,
+    FixedTemperature,
+    PowerLaw,
+    QRCoreError,
+    power_law_temperatures,
+    select_tokens,
+    shannon_entropy,
+)
+from qr_core.testing import count_ops
 
 # One group (a fixed temperature with top-k and top-p) or three (adding EDT
 # rows with other parameters, one without top-k, one without either).

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qr_core import QRCoreError, select_token, select_tokens
+from qr_core._select_weights import flat_true
 
 INF = math.inf
 
@@ -371,14 +372,12 @@ def test_u_just_below_one_picks_the_last_token_of_the_order(reference: Any) -> N
 
 def test_head_indices_equal_flatnonzero_at_any_density_and_length() -> None:
     """The word-at-a-time scan behind the bucket engine's head (seed 49)."""
-    from qr_core._select_numpy import _flat_true
-
     rng = np.random.default_rng(49)
     for n in (0, 7, 13, 8 * 1_000, 151_936 + 5):
         for density in (0.0, 0.001, 0.05, 0.5, 1.0):
             mask = rng.uniform(size=n + 3) < density
             for view in (mask[:n], mask[3:]):  # 8-byte aligned start, and not
-                assert np.array_equal(_flat_true(view), np.flatnonzero(view))
+                assert np.array_equal(flat_true(view), np.flatnonzero(view))
 
 
 def test_non_contiguous_logits_and_concurrent_calls() -> None:

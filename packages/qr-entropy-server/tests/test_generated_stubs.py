@@ -46,13 +46,14 @@ def test_the_wire_names_are_the_spec_names() -> None:
     assert service.full_name == "qr_entropy.EntropyService"
     assert [m.name for m in service.methods] == ["GetEntropy", "StreamEntropy"]
     request = {f.name: (f.number, f.type) for f in pb2.EntropyRequest.DESCRIPTOR.fields}
-    response = {f.name: f.number for f in pb2.EntropyResponse.DESCRIPTOR.fields}
+    response = {f.name: (f.number, f.type) for f in pb2.EntropyResponse.DESCRIPTOR.fields}
     assert request == {"bytes_needed": (1, 5), "sequence_id": (2, 3)}  # int32, int64
     assert response == {
-        "data": 1,
-        "sequence_id": 2,
-        "generation_timestamp_ns": 3,
-        "device_id": 4,
+        "data": (1, 12),  # bytes
+        "sequence_id": (2, 3),  # int64
+        "generation_timestamp_ns": (3, 3),
+        "device_id": (4, 9),  # string
+        "read_started_ns": (5, 3),  # added after 1-4: a new number, old peers skip it
     }
 
 

@@ -4,12 +4,15 @@ never blocks, in the backend's pool otherwise."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
 import pytest
 
 from qr_entropy_server import UrandomBackend
+from qr_entropy_server._errors import BackendReplyError, HealthTestError
+from qr_entropy_server._health_tests import DEFAULT_MIN_ENTROPY, ContinuousTests, cutoffs
 from qr_entropy_server._pool import INLINE_MAX_BYTES, BackendPool
 
 
@@ -34,8 +37,8 @@ def _run(backend: _Recorder, n: int) -> tuple[object, str]:
     try:
 
         async def call() -> tuple[object, str]:
-            data, _ = await pool.generate(n, 5.0)
-            return data, threading.current_thread().name
+            block = await pool.generate(n, 5.0)
+            return block.data, threading.current_thread().name
 
         return asyncio.run(call())
     finally:
@@ -85,10 +88,38 @@ def test_now_answers_here_exactly_when_generate_would_stay_on_the_loop(
         pool.shutdown()
     if answered:
         assert done is not None
-        data, stamped = done
-        assert data == bytes(n)
-        assert before <= stamped <= time.time_ns()
+        assert done.data == bytes(n)
+        assert before <= done.started_ns <= done.ended_ns <= time.time_ns()
         assert backend.threads == [threading.current_thread().name]
     else:
         assert done is None
         assert backend.threads == []  # nothing ran, here or in the pool
+
+
+def test_a_block_is_checked_where_it_was_made_and_a_failing_one_never_leaves() -> None:
+    """Wrong type, wrong length and a failed health test raise; nothing is returned."""
+    tests = ContinuousTests(cutoffs(DEFAULT_MIN_ENTROPY, 1 << 20))
+    replies: list[object] = ["x" * 8, os.urandom(7), bytes(64), os.urandom(8)]
+
+    class Scripted:
+        never_blocks = True
+
+        def generate(self, n: int) -> object:
+            return replies.pop(0)
+
+        def close(self) -> None:
+            pass
+
+    pool = BackendPool(Scripted(), 1, tests)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(BackendReplyError, match="backend returned str, not bytes"):
+            pool.now(8)
+        with pytest.raises(BackendReplyError, match="returned 7 bytes, 8 were requested"):
+            pool.now(8)
+        with pytest.raises(HealthTestError, match="repetition count: byte 0x00 64 times"):
+            pool.now(64)
+        block = pool.now(8)
+    finally:
+        pool.shutdown()
+    assert block is not None
+    assert len(block.data) == 8

@@ -156,12 +156,17 @@ def test_timing_noise_backend_returns_the_count_and_varies() -> None:
     assert a != b  # 512 timing bits identical twice would mean no jitter at all
 
 
-def test_hardware_template_reads_its_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QR_HARDWARE_DEVICE", "/dev/urandom")
+def test_hardware_template_serves_through_its_library_and_reopens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("QR_HARDWARE_DEVICE", "SN-1234")
     backend = load_backend("qr_entropy_server.hardware_template:QRNGHardware")
     assert isinstance(backend, QRNGHardware)
+    assert backend.reopens is True
     assert len(backend.generate(5000)) == 5000
-    assert backend.device_id == "qrng:/dev/urandom"
+    assert backend.device_id == "vendor-qrng:SN-1234"
+    backend.close()  # as after a failure: the next generate opens the device again
+    assert len(backend.generate(16)) == 16
     backend.close()
 
 
@@ -180,8 +185,8 @@ def test_bad_backend_specs_are_named(spec: str, message: str) -> None:
 
 
 def test_template_constructor_failure_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("QR_HARDWARE_DEVICE", "/nonexistent/qrng0")
-    with pytest.raises(BackendError, match="constructor failed"):
+    monkeypatch.setenv("QR_HARDWARE_DEVICE", "")
+    with pytest.raises(BackendError, match="constructor failed: no device selected"):
         load_backend("qr_entropy_server.hardware_template:QRNGHardware")
 
 

@@ -43,13 +43,15 @@ def test_encoded_responses_equal_the_stubs_serialisation_and_parse_back() -> Non
     for device_id in DEVICE_IDS:
         # One encoder for every case, as in the server: no field leaks into the next.
         encoder = ResponseEncoder(device_id)
-        for data, sequence_id, stamped in itertools.product(DATA, SEQUENCE_IDS, STAMPS):
-            wire = encoder.encode(data, sequence_id, stamped)
+        cases = itertools.product(DATA, SEQUENCE_IDS, STAMPS, STAMPS[:3])
+        for data, sequence_id, stamped, started in cases:
+            wire = encoder.encode(data, sequence_id, stamped, started)
             expected = pb2.EntropyResponse(
                 data=data,
                 sequence_id=sequence_id,
                 generation_timestamp_ns=stamped,
                 device_id=device_id,
+                read_started_ns=started,
             )
             assert wire == expected.SerializeToString(), (len(data), sequence_id, stamped)
             parsed = pb2.EntropyResponse.FromString(wire)
@@ -58,7 +60,20 @@ def test_encoded_responses_equal_the_stubs_serialisation_and_parse_back() -> Non
                 parsed.sequence_id,
                 parsed.generation_timestamp_ns,
                 parsed.device_id,
-            ) == (data, sequence_id, stamped, device_id)
+                parsed.read_started_ns,
+            ) == (data, sequence_id, stamped, device_id, started)
+
+
+def test_a_response_without_field_5_reads_as_before() -> None:
+    """Field 5 is new: an old peer's bytes parse with it 0, and 0 leaves it off the wire."""
+    old = ResponseEncoder("dev").encode(b"abc", 7, 123)
+    assert (
+        old
+        == pb2.EntropyResponse(
+            data=b"abc", sequence_id=7, generation_timestamp_ns=123, device_id="dev"
+        ).SerializeToString()
+    )
+    assert pb2.EntropyResponse.FromString(old).read_started_ns == 0
 
 
 def _stub_view(payload: bytes) -> tuple[int, int] | str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from qr_entropy import ConfigError, EntropyConfig, SettingsError, _env
+from qr_entropy import ConfigError, EntropyConfig, SettingsError
+from qr_entropy.settings import _unknown
 
 # One non-default value per field: (field, text as written in env / .env, parsed value).
 NON_DEFAULTS: list[tuple[str, str, object]] = [
@@ -198,12 +199,12 @@ def test_values_passed_as_arguments_keep_their_field_names() -> None:
 def test_a_misspelled_variable_is_warned_about_once_naming_the_closest(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(_env, "_settings_modules", [])  # all settings modules count as loaded
-    monkeypatch.setattr(_env, "_warned", set())
-    monkeypatch.setattr(_env, "_checked", None)
+    monkeypatch.setattr(_unknown, "_settings_modules", [])  # all settings modules count as loaded
+    monkeypatch.setattr(_unknown, "_warned", set())
+    monkeypatch.setattr(_unknown, "_checked", None)
     monkeypatch.setenv("QR_GRPC_MDOE", "bidi_streaming")
     (tmp_path / ".env").write_text("QR_CB_WINDOW_SIZ=5\nQR_SERVER_API_KEY=x\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="qr_entropy._env"):
+    with caplog.at_level(logging.WARNING, logger="qr_entropy.settings._unknown"):
         EntropyConfig()
         EntropyConfig()
     warnings = [r.getMessage() for r in caplog.records]
@@ -217,12 +218,13 @@ def test_a_misspelled_variable_is_warned_about_once_naming_the_closest(
 def test_the_warning_waits_until_every_settings_module_is_imported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_env, "_settings_modules", ["qr_entropy._config", "not_imported.settings"])
-    monkeypatch.setattr(_env, "_warned", set())
-    monkeypatch.setattr(_env, "_checked", None)
-    assert _env.warn_unknown_variables({"QR_GRPC_MDOE": "x"}) == []
-    monkeypatch.setattr(_env, "_settings_modules", ["qr_entropy._config"])
-    assert _env.warn_unknown_variables({"QR_GRPC_MDOE": "x", "QR_GRPC_MODE": "unary"}) == [
+    modules = ["qr_entropy._config", "not_imported.settings"]
+    monkeypatch.setattr(_unknown, "_settings_modules", modules)
+    monkeypatch.setattr(_unknown, "_warned", set())
+    monkeypatch.setattr(_unknown, "_checked", None)
+    assert _unknown.warn_unknown_variables({"QR_GRPC_MDOE": "x"}) == []
+    monkeypatch.setattr(_unknown, "_settings_modules", ["qr_entropy._config"])
+    assert _unknown.warn_unknown_variables({"QR_GRPC_MDOE": "x", "QR_GRPC_MODE": "unary"}) == [
         "QR_GRPC_MDOE"
     ]
 
@@ -230,7 +232,7 @@ def test_the_warning_waits_until_every_settings_module_is_imported(
 def test_every_installed_settings_module_is_declared() -> None:
     from importlib.metadata import entry_points
 
-    modules = {ep.module for ep in entry_points(group=_env.SETTINGS_GROUP)}
+    modules = {ep.module for ep in entry_points(group=_unknown.SETTINGS_GROUP)}
     assert {"qr_entropy._config", "qr_vllm._settings"} <= modules
 
 

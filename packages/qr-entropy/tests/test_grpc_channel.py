@@ -142,7 +142,7 @@ def test_retries_follow_an_allow_list_of_status_codes(code: str, retryable: bool
     import grpc
     from grpc import aio
 
-    from qr_entropy.grpc._transports import map_rpc_error
+    from qr_entropy.grpc._replies import map_rpc_error
 
     settings = ChannelSettings.from_config(EntropyConfig())
     status = grpc.StatusCode[code]

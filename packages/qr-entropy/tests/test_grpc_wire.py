@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qr_entropy import ConfigError
+from qr_entropy._response_layout import PRESETS, parse_layout
 from qr_entropy.grpc import WireFormatError
-from qr_entropy.grpc._layout import PRESETS, parse_layout
 from qr_entropy.grpc._wire import decode_response, encode_request
 
 # The generated messages ship with qr-entropy-server only (never with the client).

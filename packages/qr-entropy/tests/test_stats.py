@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats  # type: ignore[import-untyped]
 
-from qr_core.records import chi_square_uniform, ks_uniform
-from qr_entropy._check import (
+from qr_core.analysis import chi_square_uniform, ks_uniform
+from qr_entropy._uniformity import (
     StatTest,
     bit_bias_test,
     byte_chi_square_test,
@@ -88,8 +88,8 @@ def test_pass_rule_is_p_at_least_alpha() -> None:
 
 def test_check_reaches_the_statistics_without_matplotlib() -> None:
     code = (
-        "import sys; import qr_entropy.cli, qr_entropy._check;"
-        "import numpy as np; qr_entropy._check.ks_uniform_test(np.linspace(0.1, 0.9, 9));"
+        "import sys; import qr_entropy.cli, qr_entropy._uniformity;"
+        "import numpy as np; qr_entropy._uniformity.ks_uniform_test(np.linspace(0.1, 0.9, 9));"
         "print('matplotlib' in sys.modules, 'scipy.stats' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

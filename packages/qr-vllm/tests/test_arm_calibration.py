@@ -27,8 +27,8 @@ from vllm.config import VllmConfig
 from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 
 from qr_core import Calibration, SamplingConfig, build_amplifier
-from qr_core._op_count import OpCount, count_ops
 from qr_core.records import TokenSamplingRecord
+from qr_core.testing import OpCount, count_ops
 from qr_entropy import EntropyFetch
 from qr_vllm import QRSamplingLogitsProcessor, SamplingSettings
 from qr_vllm._batch import Slot, plan_for_params

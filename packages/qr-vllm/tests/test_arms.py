@@ -19,7 +19,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import MockUniformSource
-from qr_entropy._env import warn_unknown_variables
+from qr_entropy.settings import warn_unknown_variables
 from qr_vllm import QRParamsError, QRSamplingLogitsProcessor
 from qr_vllm._arms import byte_positions
 from qr_vllm._batch import BatchState

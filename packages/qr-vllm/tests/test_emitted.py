@@ -10,7 +10,8 @@ import dataclasses
 
 from vllm import SamplingParams
 
-from qr_core.records import TokenSamplingRecord, simulate_records
+from qr_core.analysis import simulate_records
+from qr_core.records import TokenSamplingRecord
 from qr_vllm._batch import Slot, plan_for_params
 from qr_vllm._emitted import EmittedTokens
 from qr_vllm._settings import SamplingSettings

@@ -1,6 +1,6 @@
 """The device path of :class:`StepSampler`, forced onto CPU tensors (``engine="device"``).
 
-What a GPU would run, counted without one by ``qr_core._op_count``: no read
+What a GPU would run, counted without one by ``qr_core.testing``: no read
 of device memory during ``sample`` (the one wait of a GPU step, for the logits
 before the fetch, is a stream synchronisation that only CUDA makes), no
 tensor made from host data (the per-row parameters travel in one reused packed
@@ -25,8 +25,8 @@ import torch
 from vllm import SamplingParams
 
 from qr_core import QRCoreError, TemperatureStrategy
-from qr_core._op_count import OpCount, count_ops
 from qr_core.records import TokenSamplingRecord
+from qr_core.testing import OpCount, count_ops
 from qr_entropy import EntropyFetch
 from qr_vllm import SamplingSettings
 from qr_vllm._batch import Slot, plan_for_params
@@ -184,9 +184,7 @@ def test_a_strategy_that_is_no_power_law_takes_the_group_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A third-party strategy has no power_law(); the base class's default.
-    monkeypatch.setattr(
-        "qr_core._temperature.FixedTemperature.power_law", TemperatureStrategy.power_law
-    )
+    monkeypatch.setattr("qr_core.FixedTemperature.power_law", TemperatureStrategy.power_law)
     host, device, host_rec, dev_rec = _run_both(16, list(range(16)), THREE_GROUPS, 2)
     for h, d in zip(host, device, strict=True):
         assert torch.equal(h, d)

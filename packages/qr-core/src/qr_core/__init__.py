@@ -2,9 +2,20 @@
 
 Pure numpy (torch and other array-API libraries are accepted, never required).
 All errors derive from :class:`QRCoreError`, a ``ValueError``.
+
+Subpackages, imported only when asked for: :mod:`qr_core.records` (the per-token
+record, its builder, sinks and reader; numpy only), :mod:`qr_core.analysis`
+(statistics, figures and the ``qr-analyze`` command; the ``analysis`` extra) and
+:mod:`qr_core.testing` (an op and host-sync counter for tests; needs torch).
 """
 
 from qr_core.__about__ import __version__
+from qr_core._amplifier_builtins import (
+    PhiZScoreBitsAmplifier,
+    PhiZScoreMeanAmplifier,
+    ZScoreBitsAmplifier,
+    ZScoreMeanAmplifier,
+)
 from qr_core._amplifiers import (
     AmplificationResult,
     BatchAmplificationResult,
@@ -26,8 +37,10 @@ from qr_core._config import (
     Bounds,
     SamplingConfig,
 )
+from qr_core._entropy import shannon_entropy
 from qr_core._errors import QRCoreError
 from qr_core._normal import normal_cdf
+from qr_core._power_law import power_law_temperatures
 from qr_core._registry import Registry, RegistryErrors
 from qr_core._selection import (
     BatchSelectionResult,
@@ -38,23 +51,14 @@ from qr_core._selection import (
 )
 from qr_core._temperature import (
     BatchTemperatureResult,
-    EDTTemperature,
-    FixedTemperature,
     PowerLaw,
     TemperatureResult,
     TemperatureStrategy,
     available_temperature_strategies,
     build_temperature_strategy,
-    power_law_temperatures,
     register_temperature_strategy,
-    shannon_entropy,
 )
-from qr_core._zscore import (
-    PhiZScoreBitsAmplifier,
-    PhiZScoreMeanAmplifier,
-    ZScoreBitsAmplifier,
-    ZScoreMeanAmplifier,
-)
+from qr_core._temperature_builtins import EDTTemperature, FixedTemperature
 
 __all__ = [
     "CALIBRATION_FORMAT_VERSION",

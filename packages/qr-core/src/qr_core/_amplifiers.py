@@ -1,7 +1,7 @@
 """Signal amplifiers: the interface, the registry and the result types.
 
 An amplifier turns many entropy bytes into one uniform ``u`` in (0, 1) and a
-signal z. The built-ins live in :mod:`qr_core._zscore`.
+signal z. The built-ins live in :mod:`qr_core._amplifier_builtins`.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ equals that of a full sort (``_select_generic``) up to float64 summation order.
   of every 32nd column keeps a few hundred tokens, at least k (rows where it
   keeps fewer retry deeper). Any threshold with k tokens at or above it contains
   the first k tokens of the order, ties included. Those are sorted; the top-p
-  cut and u lookup then run on the first k of them.
-* Other rows: the total weight is one float64 sum. The crossing (the top-p
+  cut and u lookup then run on the first k of them (:mod:`qr_core._select_top_k`).
+* Other rows (this module): the total weight is one float64 sum. The crossing (the top-p
   cut, or the u crossing without top-p) needs a prefix of the order holding the
   fraction ``f`` (p, or u) of the total, so the row can leave out
   ``spare = (1 - f) * total``. Tokens below ``spare / V`` weigh less than that
@@ -30,38 +30,28 @@ equals that of a full sort (``_select_generic``) up to float64 summation order.
 Weights, the total and the head are computed in blocks of rows of about 2**20
 logits, so that each pass over a block runs in cache: a handful of passes over
 the batch in all (row max, weights, sum, head mask), no ``exp`` in float64 and
-no ``bincount`` over the whole vocabulary.
+no ``bincount`` over the whole vocabulary (:mod:`qr_core._select_weights`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
-import array_api_compat.numpy as xnp
 import numpy as np
 import numpy.typing as npt
 
-from qr_core._select_generic import weight_divisor, weight_dtype
+from qr_core._select_top_k import select_top_k
+from qr_core._select_weights import (
+    AnyFloat,
+    FloatArray,
+    IntArray,
+    Members,
+    first_exceeding,
+    take,
+    weights,
+)
 
-__all__ = ["Workspace", "select_buckets"]
-
-# numpy's stubs cannot follow dtypes through bincount, take_along_axis and the
-# like, so internal arrays are typed loosely; the public layer states the dtypes.
-IntArray = npt.NDArray[Any]
-FloatArray = npt.NDArray[Any]
-AnyFloat = npt.NDArray[Any]
-# (weights of a block of rows, those rows) -> (rows, 1) head thresholds
-_HeadRule = Callable[[AnyFloat, slice], AnyFloat]
-
-# Top-k cover: an order statistic of every 32nd column, deep enough that about
-# 32 * (ceil(k / 32) + 4) tokens pass. Fewer than k pass for about 1 row in 230
-# at k = 50 (measured on 3,200 N(0, sigma^2) rows, sigma 1 to 4; none with 8),
-# and those rows retry deeper; the smaller margin sorts 40% fewer candidates,
-# which saves more than the retries cost.
-_COVER_STRIDE = 32
-_COVER_MARGIN = 4
+__all__ = ["select_buckets"]
 
 # Weight buckets: the bit pattern shifted right keeps the exponent and the top 4
 # mantissa bits (ratio 2**(1/16) per bucket); 1.0 has key bias << 4. The last
@@ -75,9 +65,6 @@ _MANTISSA_KEPT = 4
 
 _MAX_BUCKETS = 1024
 
-# Logits per block of rows in the weight passes (4 MiB of float32).
-_BLOCK = 1 << 20
-
 # First head threshold: this many times spare / V. Rows of an LLM's peaked
 # distribution then keep a few hundred tokens; rows whose head misses the
 # crossing are redone with spare / V itself, which cannot miss.
@@ -88,81 +75,6 @@ def _bucket_count(vocab: int) -> int:
     """Buckets per row: up to 1024, fewer for small vocabularies so that the
     per-row bins never dwarf the data (a 100,000-row batch of V = 20 stays cheap)."""
     return int(min(_MAX_BUCKETS, max(16, 1 << (vocab // 8).bit_length())))
-
-
-class Workspace(threading.local):
-    """Per-thread scratch buffers reused across calls.
-
-    Fresh multi-megabyte arrays are returned to the OS on free and page-faulted
-    back in on every call, which costs as much as the arithmetic; reusing them
-    keeps the steady state to the arithmetic alone. The price is that the largest
-    batch seen stays allocated (about 5 bytes per logit, 9 for float64 logits).
-    """
-
-    def __init__(self) -> None:
-        self.buffers: dict[str, npt.NDArray[np.generic]] = {}
-
-    def get(self, name: str, shape: tuple[int, int], dtype: Any) -> npt.NDArray[Any]:
-        size = shape[0] * shape[1]
-        buf = self.buffers.get(name)
-        if buf is None or buf.dtype != dtype or buf.size < size:
-            buf = np.empty(size, dtype=dtype)
-            self.buffers[name] = buf
-        return buf[:size].reshape(shape)
-
-
-_WORKSPACE = Workspace()
-
-
-def _weights(
-    x: AnyFloat, m: AnyFloat, t: FloatArray, head: _HeadRule | None = None
-) -> tuple[AnyFloat, IntArray]:
-    """``token_weights`` of the sort engine, in place in a reused buffer.
-
-    With ``head`` (a rule giving each row of a block its head threshold) also
-    the sorted flat indices of every token at or above its row's threshold.
-    Rows are processed in blocks of about 2**20 logits so that every pass over
-    a block runs while it is in cache, instead of streaming the whole batch
-    through memory once per pass.
-    """
-    rows, vocab = x.shape
-    wd = weight_dtype(np, x.dtype)
-    w = _WORKSPACE.get("w", x.shape, wd)
-    m_w = m.astype(wd)[:, None]
-    div = weight_divisor(xnp, t, wd)[:, None]
-    heads: list[IntArray] = []
-    mask = _WORKSPACE.get("mask", x.shape, np.bool_)
-    step = max(1, _BLOCK // vocab)
-    for a in range(0, rows, step):
-        b = min(a + step, rows)
-        wb = w[a:b]
-        np.subtract(x[a:b], m_w[a:b], out=wb, dtype=wd)
-        np.divide(wb, div[a:b], out=wb)
-        np.exp(wb, out=wb)
-        if head is not None:
-            np.greater_equal(wb, head(wb, slice(a, b)), out=mask[a:b])
-            heads.append(_flat_true(mask[a:b].reshape(-1)) + a * vocab)
-    flat = np.concatenate(heads) if heads else np.zeros(0, dtype=np.intp)
-    return w, flat
-
-
-def _flat_true(mask: npt.NDArray[np.bool_]) -> IntArray:
-    """``np.flatnonzero`` of a contiguous 1-D mask, fast when it is mostly False.
-
-    Heads are a few hundred tokens of a 151,936-token row, so most 8-byte words
-    of the mask are 0: finding the nonzero words first reads an eighth of the
-    elements, and only their 8 bytes each are inspected. Denser masks take the
-    plain scan.
-    """
-    n8 = mask.size - mask.size % 8
-    words = np.flatnonzero(mask[:n8].view(np.uint64))
-    # Gathering 8 bytes per nonzero word costs about as much as scanning 500
-    # bytes: above 1 word in 500 (e.g. a top-k cover of 1% of a 32,000-token
-    # row) the plain scan is cheaper.
-    if 500 * words.size > n8:
-        return np.flatnonzero(mask)
-    cand = (words[:, None] * 8 + np.arange(8)).reshape(-1)
-    return np.concatenate([cand[mask[cand]], np.flatnonzero(mask[n8:]) + n8])
 
 
 def _head_threshold(
@@ -177,107 +89,6 @@ def _head_threshold(
     spare = (1 - frac) * total * (1 - 2.0**-20)
     thr: AnyFloat = (spare * (factor / vocab)).astype(wd)[:, None]
     return thr
-
-
-class _Members:
-    """Tokens of one selected range per row, sorted in the order, padded to 2-D."""
-
-    def __init__(self, r: IntArray, ids: IntArray, w: AnyFloat, rows: int, limit: Any = None):
-        """Sort flat ``(row, id, weight)`` triples; keep the first ``limit[r]`` per row."""
-        order = np.lexsort((ids, -w, r))
-        r, ids, w = r[order], ids[order], w[order]
-        counts = np.bincount(r, minlength=rows)
-        starts = np.cumsum(counts) - counts
-        j = np.arange(r.size) - starts[r]
-        if limit is not None:
-            keep = j < limit[r]
-            r, ids, w, j = r[keep], ids[keep], w[keep], j[keep]
-            counts = np.minimum(counts, limit)
-        width = max(int(counts.max(initial=0)), 1)
-        self.count: IntArray = counts.astype(np.int64)
-        self.prob: FloatArray = np.zeros((rows, width), dtype=np.float64)
-        self.ids: IntArray = np.zeros((rows, width), dtype=np.int64)
-        self.prob[r, j] = w
-        self.ids[r, j] = ids
-
-
-def _first_exceeding(c: FloatArray, target: FloatArray, valid: IntArray) -> IntArray:
-    """Index of the first column with ``c > target`` among the first ``valid``."""
-    cols = np.arange(c.shape[1])[None, :]
-    hits = (c <= target[:, None]) & (cols < valid[:, None])
-    index: IntArray = hits.sum(axis=1).astype(np.int64)
-    return index
-
-
-def _take(a: npt.NDArray[Any], j: IntArray) -> npt.NDArray[Any]:
-    return np.take_along_axis(a, j[:, None], axis=1)[:, 0]
-
-
-def _cover_threshold(w: AnyFloat, k: IntArray, depth_scale: IntArray | int = 1) -> AnyFloat:
-    """A weight per row with about ``32 * (ceil(k / 32) + 4)`` tokens at or above it.
-
-    It is an order statistic of every 32nd column (of every column for small
-    vocabularies, where the deepest one becomes -inf: every token).
-    ``depth_scale`` deepens the statistic for rows that came up short.
-    """
-    vocab = w.shape[1]
-    stride = _COVER_STRIDE if vocab >= 64 * _COVER_STRIDE else 1
-    sub = w[:, ::stride]
-    n_sub = sub.shape[1]
-    depth = np.minimum((-(-k // stride) + _COVER_MARGIN) * depth_scale, n_sub)
-    deepest = int(depth.max())
-    top = np.partition(sub, n_sub - deepest, axis=1)[:, n_sub - deepest :]
-    top.sort(axis=1)
-    thr: AnyFloat = np.take_along_axis(top, (deepest - depth)[:, None], axis=1)
-    if stride == 1:
-        thr[depth >= n_sub] = -np.inf
-    return thr
-
-
-def _top_k_cover(w: AnyFloat, k: IntArray, flat: IntArray) -> _Members:
-    """The first k tokens of each row, sorted, from the tokens at or above a
-    weight threshold that keeps at least k of them.
-
-    ``flat`` holds the tokens that passed :func:`_cover_threshold` (a few
-    hundred per row). Rows where fewer than k passed retry with a four times
-    deeper statistic, then 16 times, then every token. Any threshold with at
-    least k tokens at or above it contains the first k tokens of the order,
-    ties included, so the choice only affects speed.
-    """
-    rows, vocab = w.shape
-    passed = np.diff(np.searchsorted(flat, np.arange(rows + 1) * vocab))
-    short = np.flatnonzero(passed < k)
-    for scale in (4, 16, 0):
-        if not short.size:
-            break
-        ws = w[short]
-        if scale:
-            thr = _cover_threshold(ws, k[short], scale)
-        else:
-            thr = np.full((short.size, 1), -np.inf, dtype=w.dtype)
-        local = np.flatnonzero(ws >= thr)
-        r_local = local // vocab
-        keep = np.isin(flat // vocab, short, invert=True)
-        flat = np.concatenate([flat[keep], short[r_local] * vocab + (local - r_local * vocab)])
-        counts = np.bincount(r_local, minlength=short.size)
-        short = short[counts < k[short]]
-    r = flat // vocab
-    return _Members(r, flat - r * vocab, w.ravel()[flat], rows, limit=k)
-
-
-def _select_top_k(
-    x: AnyFloat, m: AnyFloat, u: FloatArray, t: FloatArray, k: IntArray, p: FloatArray
-) -> tuple[IntArray, IntArray, FloatArray, IntArray]:
-    w, flat = _weights(x, m, t, lambda wb, rows: _cover_threshold(wb, k[rows]))
-    members = _top_k_cover(w, k, flat)
-    c = np.cumsum(members.prob, axis=1)
-    kept = members.count
-    kept_mass = _take(c, kept - 1)
-    below_p = ((c < (p * kept_mass)[:, None]) & (np.arange(c.shape[1]) < kept[:, None])).sum(axis=1)
-    n = np.where(p >= 1, kept, np.minimum(below_p + 1, kept)).astype(np.int64)
-    c_n = _take(c, n - 1)
-    j = np.minimum(_first_exceeding(c, u * c_n, n), n - 1)
-    return _take(members.ids, j), j, _take(members.prob, j) / c_n, n
 
 
 def _select_head(
@@ -319,12 +130,12 @@ def _select_head(
         index: IntArray = np.minimum((cm <= target[:, None]).sum(axis=1), nb - 1)
         return index.astype(np.int64)
 
-    def members(b: IntArray, of: IntArray | None = None) -> _Members:
+    def members(b: IntArray, of: IntArray | None = None) -> Members:
         want = np.full(rows, -1, dtype=np.intp)
         sel_rows = ar if of is None else of
         want[sel_rows] = b[sel_rows] + base[sel_rows]
         sel = bins == want[r]
-        return _Members(r[sel], ids[sel], hw[sel], rows)
+        return Members(r[sel], ids[sel], hw[sel], rows)
 
     nucleus = p < 1
     ok = np.where(nucleus, head_mass >= p * total, head_mass > u * total)
@@ -341,15 +152,15 @@ def _select_head(
     n_in = ((c < (p * total)[:, None]) & inside).sum(axis=1) + 1
     n_in = np.minimum(n_in, inner.count)
     n = np.where(nucleus, count_before + n_in, vocab).astype(np.int64)
-    c_n = np.where(nucleus, _take(c, np.maximum(n_in - 1, 0)), total)
+    c_n = np.where(nucleus, take(c, np.maximum(n_in - 1, 0)), total)
     target = u * c_n
     u_bucket = np.where(nucleus, np.minimum(bucket_of(target), first), first)
 
     # The u crossing usually lies in the bucket already extracted.
     limit = np.where(nucleus, n_in, positive)
-    j = np.maximum(np.minimum(_first_exceeding(c, target, limit), limit - 1), 0)
-    token = _take(inner.ids, j)
-    prob = _take(inner.prob, j)
+    j = np.maximum(np.minimum(first_exceeding(c, target, limit), limit - 1), 0)
+    token = take(inner.ids, j)
+    prob = take(inner.prob, j)
     rank = count_before + j
 
     again = np.flatnonzero((u_bucket != first) & ok)
@@ -358,9 +169,9 @@ def _select_head(
         sub = members(u_bucket, again)
         c2 = before(cm, u_bucket).astype(np.float64)[:, None] + np.cumsum(sub.prob, axis=1)
         pos2 = (sub.prob > 0).sum(axis=1)
-        j2 = np.maximum(np.minimum(_first_exceeding(c2, target, sub.count), pos2 - 1), 0)
-        token[again] = _take(sub.ids, j2)[again]
-        prob[again] = _take(sub.prob, j2)[again]
+        j2 = np.maximum(np.minimum(first_exceeding(c2, target, sub.count), pos2 - 1), 0)
+        token[again] = take(sub.ids, j2)[again]
+        prob[again] = take(sub.prob, j2)[again]
         rank[again] = (before(cc, u_bucket) + j2)[again]
     # Rows whose head missed the crossing may have c_n = 0; they are redone.
     return token, rank, prob / np.where(ok, c_n, 1.0), n, ok
@@ -376,7 +187,7 @@ def _select_full(
         wb.sum(axis=1, dtype=np.float64, out=total[rows])
         return _head_threshold(frac[rows], total[rows], x.shape[1], _HEAD_FACTOR, wb.dtype)
 
-    w, head = _weights(x, m, t, head_rule)
+    w, head = weights(x, m, t, head_rule)
     *out, ok = _select_head(w, head, u, p, total)
     for stage in ("bound", "whole"):
         redo = np.flatnonzero(~ok)
@@ -429,7 +240,7 @@ def select_buckets(
         whole = part.size == rows
         xs, ms, us, ts, ks, ps = (a if whole else a[part] for a in (x, m, u, t, k, p))
         if engine == "k":
-            out = _select_top_k(xs, ms, us, ts, ks, ps)
+            out = select_top_k(xs, ms, us, ts, ks, ps)
         else:
             out = _select_full(xs, ms, us, ts, ps)
         token[part], rank[part], prob[part], n[part] = out

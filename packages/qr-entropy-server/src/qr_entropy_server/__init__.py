@@ -1,9 +1,12 @@
 """qr-entropy-server: reference gRPC entropy servers for qr-sampler.
 
 Serves ``qr_entropy.EntropyService`` (unary ``GetEntropy`` and streaming
-``StreamEntropy``) from a backend: ``urandom``, ``timing-noise`` or your own
-hardware class (see :mod:`qr_entropy_server.hardware_template`). Run it with
-the ``qr-entropy-server`` command or embed :class:`EntropyServer`.
+``StreamEntropy``) from a backend: a QRNG on a serial port (``serial``) or a
+character device (``chardev``), your own hardware class behind a vendor
+library (see :mod:`qr_entropy_server.hardware_template`), ``timing-noise`` or
+``urandom``. Every block from a physical source passes continuous health tests
+before it is served. Run it with the ``qr-entropy-server`` command or embed
+:class:`EntropyServer`; :mod:`qr_entropy_server.testing` has a stand-in device.
 """
 
 from qr_entropy_server.__about__ import __version__
@@ -13,7 +16,18 @@ from qr_entropy_server._backends import (
     UrandomBackend,
     load_backend,
 )
-from qr_entropy_server._errors import BackendError, EntropyServerError, ServerConfigError
+from qr_entropy_server._chardev import CharDeviceBackend
+from qr_entropy_server._errors import (
+    BackendError,
+    BackendReplyError,
+    DeviceError,
+    DeviceStalledError,
+    EntropyServerError,
+    HealthTestError,
+    ServerConfigError,
+)
+from qr_entropy_server._node import DeviceOptions
+from qr_entropy_server._serial import SerialBackend
 from qr_entropy_server._server import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_BYTES,
@@ -25,9 +39,16 @@ __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_MAX_BYTES",
     "BackendError",
+    "BackendReplyError",
+    "CharDeviceBackend",
+    "DeviceError",
+    "DeviceOptions",
+    "DeviceStalledError",
     "EntropyBackend",
     "EntropyServer",
     "EntropyServerError",
+    "HealthTestError",
+    "SerialBackend",
     "ServerConfigError",
     "ServerOptions",
     "TimingNoiseBackend",

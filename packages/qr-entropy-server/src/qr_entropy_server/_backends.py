@@ -1,11 +1,19 @@
 """Entropy backends: where the server's random bytes come from.
 
 A backend is any object with ``generate(n) -> bytes`` and ``close()``; it may
-also carry ``device_id: str``, ``thread_safe: bool`` and ``never_blocks: bool``
+also carry ``device_id: str``, ``thread_safe: bool``, ``never_blocks: bool``
 (``generate`` cannot wait for anything, so the server may call it on its event
-loop; see :mod:`qr_entropy_server._pool`). Every call of
-``generate`` must produce fresh bytes at that moment (no pools, no buffers):
-the server stamps ``generation_timestamp_ns`` right after it returns.
+loop; see :mod:`qr_entropy_server._pool`), ``reopens: bool`` (``generate``
+reopens the device after a failure, so the server probes it while NOT_SERVING)
+and ``continuous_tests: bool`` (False only for a DRBG's output such as
+``os.urandom``: the health tests have no noise source to watch there). Every
+call of ``generate`` must produce fresh bytes at that moment (no pools, no
+buffers): the server stamps ``read_started_ns`` right before the call and
+``generation_timestamp_ns`` right after it returns.
+
+Built in: ``urandom``, ``timing-noise``, and the device backends ``serial``
+(:mod:`qr_entropy_server._serial`) and ``chardev``
+(:mod:`qr_entropy_server._chardev`), which need :class:`DeviceOptions`.
 """
 
 from __future__ import annotations
@@ -17,10 +25,14 @@ import socket
 import time
 from typing import Protocol, runtime_checkable
 
+from qr_entropy_server._chardev import CharDeviceBackend
 from qr_entropy_server._errors import BackendError
+from qr_entropy_server._node import DeviceOptions
+from qr_entropy_server._serial import SerialBackend
 
 __all__ = [
     "BUILTIN_BACKENDS",
+    "DEVICE_BACKENDS",
     "EntropyBackend",
     "TimingNoiseBackend",
     "UrandomBackend",
@@ -47,6 +59,9 @@ class UrandomBackend:
     thread_safe = True
     # getrandom() waits only until the kernel's pool is first seeded, at boot.
     never_blocks = True
+    # A DRBG's output: no noise source for the health tests to watch, and they
+    # would about double the cost of a request (see the README).
+    continuous_tests = False
 
     def __init__(self) -> None:
         self.device_id = f"urandom@{socket.gethostname()}"
@@ -98,29 +113,47 @@ BUILTIN_BACKENDS: dict[str, type[UrandomBackend] | type[TimingNoiseBackend]] = {
     "urandom": UrandomBackend,
     "timing-noise": TimingNoiseBackend,
 }
+DEVICE_BACKENDS: dict[str, type[SerialBackend] | type[CharDeviceBackend]] = {
+    "serial": SerialBackend,
+    "chardev": CharDeviceBackend,
+}
 
 
-def load_backend(spec: str) -> EntropyBackend:
+def load_backend(spec: str, device: DeviceOptions | None = None) -> EntropyBackend:
     """Instantiate a backend by name or by ``module:Class``.
 
     Args:
-        spec: ``urandom``, ``timing-noise``, or ``package.module:ClassName`` of a
-            class whose no-argument constructor opens the hardware.
+        spec: ``urandom``, ``timing-noise``, ``serial``, ``chardev``, or
+            ``package.module:ClassName`` of a class whose no-argument
+            constructor opens the hardware.
+        device: The node and its settings; required by ``serial`` and
+            ``chardev``, refused by the others.
 
     Returns:
-        The backend instance.
+        The backend instance. A device backend opens its node at the first
+        ``generate``, so the server starts (NOT_SERVING) before the device is
+        plugged in.
 
     Raises:
-        BackendError: unknown name, module or class not importable, or the
-            object lacks ``generate``/``close``.
+        BackendError: unknown name, module or class not importable, the
+            object lacks ``generate``/``close``, or ``device`` is missing or
+            not wanted.
+        ServerConfigError: a device setting is unusable (e.g. the baud rate).
     """
+    if spec in DEVICE_BACKENDS:
+        if device is None:
+            raise BackendError(f"--backend {spec} needs --device PATH")
+        return DEVICE_BACKENDS[spec](device)
+    if device is not None:
+        raise BackendError(
+            f"--device applies to --backend {' or '.join(DEVICE_BACKENDS)} only, not {spec!r}"
+        )
     if spec in BUILTIN_BACKENDS:
         return BUILTIN_BACKENDS[spec]()
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
-        raise BackendError(
-            f"backend {spec!r}: expected one of {sorted(BUILTIN_BACKENDS)} or 'module:Class'"
-        )
+        names = sorted([*BUILTIN_BACKENDS, *DEVICE_BACKENDS])
+        raise BackendError(f"backend {spec!r}: expected one of {names} or 'module:Class'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import grpc
 
+from qr_entropy_server._budget import DEFAULT_MAX_BUFFERED_BYTES
 from qr_entropy_server._errors import ServerConfigError
+from qr_entropy_server._health_tests import DEFAULT_MIN_ENTROPY
 from qr_entropy_server._unix import socket_path
 
 __all__ = [
@@ -41,6 +43,10 @@ class ServerOptions:
     """Close a stream that sent no request for this long (None: never)."""
     backend_timeout_s: float = 10.0
     """A ``generate`` slower than this fails its call and turns health NOT_SERVING."""
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    """Payload bytes held at once for responses not yet sent; beyond: RESOURCE_EXHAUSTED."""
+    min_entropy: float = DEFAULT_MIN_ENTROPY
+    """Declared min-entropy per byte (bits) the continuous health tests check against."""
     socket_mode: int | None = None
     """Permission bits of a unix socket file, e.g. ``0o660`` (None: the umask decides)."""
     api_key: str | None = None
@@ -65,6 +71,16 @@ def validate(options: ServerOptions) -> None:
         (options.max_workers > 0, "--max-workers must be > 0", options.max_workers),
         (options.max_streams > 0, "--max-streams must be > 0", options.max_streams),
         (options.backend_timeout_s > 0, "--backend-timeout must be > 0", options.backend_timeout_s),
+        (
+            options.max_buffered_bytes >= options.max_bytes,
+            f"--max-buffered-bytes must be >= --max-bytes ({options.max_bytes})",
+            options.max_buffered_bytes,
+        ),
+        (
+            1 / 64 <= options.min_entropy <= 8,
+            "--min-entropy must be between 1/64 and 8 bits per byte",
+            options.min_entropy,
+        ),
         (options.grace_s >= 0, "--grace must be >= 0", options.grace_s),
         (
             options.stream_idle_timeout_s is None or options.stream_idle_timeout_s > 0,

@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_INTERVAL_S", "RateLimitedLog"]
+__all__ = ["DEFAULT_INTERVAL_S", "GRPC_CORE_LOGGER", "RateLimitedLog", "quiet_unsent_responses"]
 
 DEFAULT_INTERVAL_S = 60.0
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
+"""Where grpcio logs, with a traceback each, a response it could not send."""
 
 
 @dataclass
@@ -71,3 +73,34 @@ class RateLimitedLog:
                 self._kinds[kind].suppressed = 0
         for kind, count in pending:
             self._logger.warning("%d more %s warnings were suppressed", count, kind)
+
+
+class _UnsentFilter(logging.Filter):
+    """Turns grpcio's traceback for a send to a departed client into a rate-limited line.
+
+    A client that cancels, or goes away, while its response waits to be sent
+    makes grpcio log ``ExecuteBatchError raised in core by servicer method``
+    at ERROR with a traceback, once per call: hundreds of tracebacks when
+    hundreds of clients that never read leave. Nothing failed in the server.
+    """
+
+    def __init__(self, warn: RateLimitedLog) -> None:
+        super().__init__()
+        self._warn = warn
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if type(exc).__name__ != "ExecuteBatchError":
+            return True
+        self._warn.warning(
+            "client-gone",
+            "a client went away before its response was sent (it cancelled, or never read)",
+        )
+        return False
+
+
+def quiet_unsent_responses(warn: RateLimitedLog) -> None:
+    """Install :class:`_UnsentFilter` on grpcio's logger (once per process)."""
+    core = logging.getLogger(GRPC_CORE_LOGGER)
+    if not any(isinstance(f, _UnsentFilter) for f in core.filters):
+        core.addFilter(_UnsentFilter(warn))

@@ -3,6 +3,10 @@
 The gRPC server is a ``grpc.aio`` server on one event loop that runs in a
 daemon thread shared by every server of the process; the caller's thread
 (the main thread of the command) only starts, waits and stops.
+
+While health is NOT_SERVING, a backend that declares ``reopens = True`` (the
+built-in device backends) is probed every :data:`REPROBE_S` seconds, so that a
+replugged device returns to SERVING without a client call.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from grpc_health.v1._async import HealthServicer
 
 from qr_entropy_server._auth import ApiKeyInterceptor
 from qr_entropy_server._backends import EntropyBackend, device_id_of
+from qr_entropy_server._budget import pin_mmap_threshold
 from qr_entropy_server._errors import ServerConfigError
+from qr_entropy_server._health_tests import ContinuousTests, cutoffs
 from qr_entropy_server._options import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_BYTES,
@@ -34,11 +40,11 @@ from qr_entropy_server._options import (
     validate,
 )
 from qr_entropy_server._pool import BackendPool
-from qr_entropy_server._ratelog import RateLimitedLog
+from qr_entropy_server._ratelog import RateLimitedLog, quiet_unsent_responses
 from qr_entropy_server._service import SERVICE_NAME, EntropyServicer, ServiceLimits
 from qr_entropy_server._unix import UnixListener, socket_path
 
-__all__ = ["DEFAULT_ADDRESS", "DEFAULT_MAX_BYTES", "EntropyServer", "ServerOptions"]
+__all__ = ["DEFAULT_ADDRESS", "DEFAULT_MAX_BYTES", "REPROBE_S", "EntropyServer", "ServerOptions"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,8 @@ logger = logging.getLogger(__name__)
 _MESSAGE_OVERHEAD = 4096
 # close() gets what is left of the grace period, but never less than this.
 _MIN_CLOSE_S = 0.5
+REPROBE_S = 0.5
+"""Seconds between probes of a ``reopens`` backend while health is NOT_SERVING."""
 _T = TypeVar("_T")
 
 
@@ -93,13 +101,30 @@ class EntropyServer:
         if self._unix is not None:
             self._unix.check_free()
         self._warn = RateLimitedLog(logger)
+        quiet_unsent_responses(self._warn)
         workers = options.max_workers if getattr(backend, "thread_safe", False) else 1
-        self._pool = BackendPool(backend, workers)
+        # A backend whose output is a DRBG's (urandom) declares continuous_tests = False.
+        tests = None
+        if getattr(backend, "continuous_tests", True) is not False:
+            tests = ContinuousTests(cutoffs(options.min_entropy, options.max_bytes))
+            logger.info(
+                "health tests at min-entropy %g bits/byte: repetition count cutoff %d, "
+                "adaptive proportion cutoff %d/511; false alarm <= 2^%.1f per block",
+                float(tests.limits.min_entropy),
+                tests.limits.repetition,
+                tests.limits.proportion,
+                tests.limits.false_alarm_log2,
+            )
+        self._reopens = getattr(backend, "reopens", False) is True
+        self._reprobe: asyncio.Task[None] | None = None
+        pin_mmap_threshold()
+        self._pool = BackendPool(backend, workers, tests)
         limits = ServiceLimits(
             max_bytes=options.max_bytes,
             max_streams=options.max_streams,
             stream_idle_timeout_s=options.stream_idle_timeout_s,
             backend_timeout_s=options.backend_timeout_s,
+            max_buffered_bytes=options.max_buffered_bytes,
         )
         self._servicer = EntropyServicer(
             self._pool, device_id_of(backend), limits, self._warn, self._on_backend_health
@@ -165,9 +190,19 @@ class EntropyServer:
         elif not ok:
             logger.warning("backend failing: health NOT_SERVING until a generate succeeds")
         self._healthy = ok
-        task = asyncio.get_running_loop().create_task(self._publish_health())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._publish_health())
         self._health_tasks.add(task)
         task.add_done_callback(self._health_tasks.discard)
+        if not ok and self._reopens and (self._reprobe is None or self._reprobe.done()):
+            self._reprobe = loop.create_task(self._probe_until_serving())
+
+    async def _probe_until_serving(self) -> None:
+        """Probe a ``reopens`` backend until health is SERVING again (or the server stops)."""
+        while self._healthy is False and not self._stopped.is_set():
+            await asyncio.sleep(REPROBE_S)
+            if not self._stopped.is_set():
+                await self._servicer.probe()
 
     async def _publish_health(self) -> None:
         # Reads the latest outcome when it runs, so out-of-order tasks still end right.
@@ -215,6 +250,9 @@ class EntropyServer:
             )
 
     async def _stop(self, grace_s: float) -> None:
+        if self._reprobe is not None:
+            self._reprobe.cancel()
+        self._servicer.budget.close()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
 

@@ -8,6 +8,13 @@ an out-of-range ``bytes_needed`` is answered INVALID_ARGUMENT with one
 rate-limited warning instead of gRPC's per-call traceback. Responses leave as
 bytes encoded by hand (:mod:`qr_entropy_server._wire`), which gRPC sends as
 they are: no message object, one copy of the payload.
+
+Every request takes its byte count from the ``--max-buffered-bytes`` budget
+(:mod:`qr_entropy_server._budget`) until gRPC has let go of its response. Health
+follows each ``generate``: a failure turns it NOT_SERVING and the next success
+SERVING again, except after a failed health test, when
+:data:`~qr_entropy_server._health_tests.RECOVERY_BLOCKS` blocks in a row must
+pass first.
 """
 
 from __future__ import annotations
@@ -22,9 +29,17 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
-from qr_entropy_server._errors import EntropyServerError
+from qr_entropy_server._budget import DEFAULT_MAX_BUFFERED_BYTES, BufferBudget
+from qr_entropy_server._errors import (
+    BackendReplyError,
+    DeviceError,
+    DeviceStalledError,
+    EntropyServerError,
+    HealthTestError,
+)
+from qr_entropy_server._health_tests import RECOVERY_BLOCKS, WINDOW
 from qr_entropy_server._idle import IdleWatch
-from qr_entropy_server._pool import BackendPool
+from qr_entropy_server._pool import BackendPool, Block
 from qr_entropy_server._ratelog import RateLimitedLog
 from qr_entropy_server._wire import (
     INT32_MAX,
@@ -35,14 +50,15 @@ from qr_entropy_server._wire import (
 )
 from qr_entropy_server.proto import entropy_service_pb2 as pb2
 
-__all__ = ["SERVICE_NAME", "EntropyServicer", "ServiceLimits"]
+__all__ = ["PROBE_BYTES", "SERVICE_NAME", "EntropyServicer", "ServiceLimits"]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["EntropyService"].full_name
 
 _Context = aio.ServicerContext[bytes, bytes]
-_BYTES_TYPES = (bytes, bytearray)  # a tuple, not ``bytes | bytearray`` built per call
+PROBE_BYTES = WINDOW
+"""Bytes of a health probe (discarded): one adaptive proportion window."""
 
 
 class _RefusedError(EntropyServerError):
@@ -66,6 +82,8 @@ class ServiceLimits:
     """A stream without a request for this long is closed (None: never)."""
     backend_timeout_s: float
     """Longest a ``generate`` may take before the call fails UNAVAILABLE."""
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    """Payload bytes held at once for responses not yet sent; beyond: RESOURCE_EXHAUSTED."""
 
 
 class EntropyServicer:
@@ -76,9 +94,10 @@ class EntropyServicer:
         device_id: Reported in every response.
         limits: Per-call limits.
         warn: Rate-limited warnings.
-        backend_health: Called with the outcome of a ``generate`` (True: it
-            succeeded; False: it failed or timed out) when it differs from the
-            previous one, and for the first.
+        backend_health: Called with the health of the backend (True: the last
+            ``generate`` succeeded and no health test failed within the last
+            :data:`RECOVERY_BLOCKS` blocks; False otherwise) when it differs from
+            the previous one, and for the first.
     """
 
     def __init__(
@@ -95,7 +114,9 @@ class EntropyServicer:
         self._warn = warn
         self._backend_health = backend_health
         self._healthy: bool | None = None
+        self._owed = 0  # blocks that must still pass after a failed health test
         self._encoder = ResponseEncoder(device_id)
+        self.budget = BufferBudget(limits.max_buffered_bytes)
         self.open_streams = 0
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
@@ -140,34 +161,59 @@ class EntropyServicer:
         return request.bytes_needed, request.sequence_id
 
     def _health(self, ok: bool) -> None:
+        if ok and self._owed:
+            self._owed -= 1
+            ok = not self._owed
         if ok is not self._healthy:
             self._healthy = ok
             self._backend_health(ok)
 
-    async def _generate(self, n: int) -> tuple[bytes, int]:
+    def _refuse(self, kind: str, message: str, n: int, exc: BaseException) -> _RefusedError:
+        """Log (rate-limited) and build the INTERNAL refusal of a failed ``generate``."""
+        self._health(False)
+        self._warn.warning(
+            kind,
+            "backend %s failed to generate %d bytes: %s",
+            self._device_id,
+            n,
+            message,
+            exc=exc,
+        )
+        return _RefusedError(grpc.StatusCode.INTERNAL, message)
+
+    async def _generate(self, n: int) -> Block:
         """Call the backend; any misbehaviour becomes a refusal (no bytes leave)."""
         try:
-            done = self._pool.now(n)
-            if done is None:
-                done = await self._pool.generate(n, self._limits.backend_timeout_s)
-            data, stamped = done
-        except TimeoutError:
+            block = self._pool.now(n)
+            if block is None:
+                block = await self._pool.generate(n, self._limits.backend_timeout_s)
+        except (TimeoutError, DeviceStalledError) as exc:
+            # The pool's wait and the device's own deadline end together; either may come first.
             self._health(False)
             limit = self._limits.backend_timeout_s
             self._warn.warning(
                 "backend-timeout",
-                "backend %s did not return %d bytes within --backend-timeout=%g s",
+                "backend %s did not return %d bytes within --backend-timeout=%g s%s",
                 self._device_id,
                 n,
                 limit,
+                f" ({exc})" if str(exc) else "",
             )
             raise _RefusedError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"backend did not answer within --backend-timeout={limit:g} s",
             ) from None
+        except HealthTestError as exc:
+            self._owed = RECOVERY_BLOCKS
+            raise self._refuse("health-test", f"health test failed: {exc}", n, exc) from exc
+        except BackendReplyError as exc:
+            raise self._refuse(exc.kind, str(exc), n, exc) from exc
+        except DeviceError as exc:
+            raise self._refuse("device-error", f"backend failed: {exc}", n, exc) from exc
         except Exception as exc:
-            self._health(False)
             name = type(exc).__name__
+            message = f"backend failed: {name}"
+            self._health(False)
             self._warn.warning(
                 f"backend-error:{name}",
                 "backend %s failed to generate %d bytes: %s: %s",
@@ -177,31 +223,12 @@ class EntropyServicer:
                 exc,
                 exc=exc,
             )
-            raise _RefusedError(grpc.StatusCode.INTERNAL, f"backend failed: {name}") from exc
-        if not isinstance(data, _BYTES_TYPES):
-            self._health(False)
-            kind = type(data).__name__
-            self._warn.warning(
-                "backend-type", "backend %s returned %s, not bytes", self._device_id, kind
-            )
-            raise _RefusedError(grpc.StatusCode.INTERNAL, f"backend returned {kind}, not bytes")
-        if len(data) != n:
-            self._health(False)
-            self._warn.warning(
-                "backend-length",
-                "backend %s returned %d bytes, %d were requested",
-                self._device_id,
-                len(data),
-                n,
-            )
-            raise _RefusedError(
-                grpc.StatusCode.INTERNAL,
-                f"backend returned {len(data)} bytes, {n} were requested",
-            )
+            raise _RefusedError(grpc.StatusCode.INTERNAL, message) from exc
         self._health(True)
-        return bytes(data), stamped
+        return block
 
-    async def _answer(self, payload: bytes) -> bytes:
+    def _request(self, payload: bytes) -> tuple[int, int]:
+        """``(bytes_needed, sequence_id)`` of a request the limits allow."""
         n, sequence_id = self._parse(payload)
         if n <= 0:
             raise _RefusedError(
@@ -212,14 +239,25 @@ class EntropyServicer:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"bytes_needed={n} exceeds this server's --max-bytes={self._limits.max_bytes}",
             )
-        data, stamped = await self._generate(n)
+        budget = self.budget
+        if not budget.take(n):
+            raise _RefusedError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server holds {budget.held} bytes for responses not yet sent; "
+                f"bytes_needed={n} more would pass its --max-buffered-bytes={budget.limit} "
+                "(read your streams, or retry later)",
+            )
+        return n, sequence_id
+
+    async def _respond(self, n: int, sequence_id: int) -> bytes:
+        block = await self._generate(n)
         logger.debug("seq=%d: %d bytes from %s", sequence_id, n, self._device_id)
-        return self._encoder.encode(data, sequence_id, stamped)
+        return self._encoder.encode(block.data, sequence_id, block.ended_ns, block.started_ns)
 
     async def probe(self) -> bool:
-        """One ``generate(1)`` (bytes discarded) to learn whether the backend answers."""
+        """One ``generate`` of :data:`PROBE_BYTES` (discarded): does the backend answer?"""
         try:
-            await self._generate(1)
+            await self._generate(PROBE_BYTES)
         except _RefusedError:
             return False
         return True
@@ -227,9 +265,16 @@ class EntropyServicer:
     async def get_entropy(self, payload: bytes, context: _Context) -> bytes:
         """``GetEntropy``: one request, one response."""
         try:
-            return await self._answer(payload)
+            n, sequence_id = self._request(payload)
         except _RefusedError as refusal:
             await context.abort(refusal.code, refusal.details)
+        try:
+            response = await self._respond(n, sequence_id)
+        except _RefusedError as refusal:
+            self.budget.give(n)
+            await context.abort(refusal.code, refusal.details)
+        self.budget.hand_over(response, n)
+        return response
 
     async def stream_entropy(
         self, request_iterator: AsyncIterator[bytes], context: _Context
@@ -265,10 +310,19 @@ class EntropyServicer:
                 if watch is not None:
                     watch.answering()
                 try:
-                    response = await self._answer(payload)
+                    n, sequence_id = self._request(payload)
                 except _RefusedError as refusal:
                     await context.abort(refusal.code, refusal.details)
+                try:
+                    response = await self._respond(n, sequence_id)
+                except _RefusedError as refusal:
+                    self.budget.give(n)
+                    await context.abort(refusal.code, refusal.details)
+                self.budget.hand_over(response, n)
                 yield response
+                # The frame must not keep the payload alive until the next request:
+                # the budget counts it held for as long as anything references it.
+                del response
         finally:
             self.open_streams -= 1
             if watch is not None:

@@ -152,7 +152,7 @@ class ResponseEncoder:
     """Serialises the ``EntropyResponse`` of one server.
 
     Field 1 (the payload) is framed by hand and joined with the rest, so the
-    payload is copied once. Fields 2 to 4 come from one reused message whose
+    payload is copied once. Fields 2 to 5 come from one reused message whose
     ``device_id`` is set once: two field writes and the runtime's serialiser
     per response, less work than varints in Python. Not thread-safe: the
     servicer encodes on its event loop only.
@@ -164,17 +164,19 @@ class ResponseEncoder:
     def __init__(self, device_id: str) -> None:
         self._tail = pb2.EntropyResponse(device_id=device_id)
 
-    def encode(self, data: bytes, sequence_id: int, stamped_ns: int) -> bytes:
+    def encode(self, data: bytes, sequence_id: int, stamped_ns: int, started_ns: int = 0) -> bytes:
         """The response's wire bytes, equal to ``SerializeToString()`` of the same fields.
 
         Args:
             data: Field 1, the random bytes.
             sequence_id: Field 2 (signed 64-bit).
-            stamped_ns: Field 3, the generation timestamp (signed 64-bit).
+            stamped_ns: Field 3, the generation timestamp: the read ended (signed 64-bit).
+            started_ns: Field 5, when the fresh read began (signed 64-bit; 0 leaves it out).
         """
         tail = self._tail
         tail.sequence_id = sequence_id
         tail.generation_timestamp_ns = stamped_ns
+        tail.read_started_ns = started_ns
         if not data:  # proto3 leaves an empty field out
             return tail.SerializeToString()
         return b"".join((_data_header(len(data)), data, tail.SerializeToString()))

@@ -9,8 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from qr_entropy_server._backends import BUILTIN_BACKENDS, load_backend
+from qr_entropy_server._backends import BUILTIN_BACKENDS, DEVICE_BACKENDS, load_backend
+from qr_entropy_server._budget import DEFAULT_MAX_BUFFERED_BYTES
+from qr_entropy_server._device_flags import add_device_flags, device_options
 from qr_entropy_server._errors import EntropyServerError, ServerConfigError
+from qr_entropy_server._health_tests import RECOVERY_BLOCKS
 from qr_entropy_server._server import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_BYTES,
@@ -58,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="urandom",
         type=_typed(str, "a backend name"),
-        help=f"{' | '.join(BUILTIN_BACKENDS)} | module:Class of your hardware (default: urandom)",
+        help=f"{' | '.join([*BUILTIN_BACKENDS, *DEVICE_BACKENDS])} | module:Class of your "
+        "hardware (default: urandom); serial and chardev need --device",
     )
     parser.add_argument(
         "--port", type=_typed(int, "a port number"), default=50051, help="TCP port on 127.0.0.1"
@@ -102,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"({_DEFAULTS.backend_timeout_s:g})",
     )
     parser.add_argument(
+        "--max-buffered-bytes",
+        type=_typed(int, "a whole number"),
+        default=DEFAULT_MAX_BUFFERED_BYTES,
+        help="payload bytes held at once for responses not yet sent (clients that do not "
+        f"read); beyond: RESOURCE_EXHAUSTED ({DEFAULT_MAX_BUFFERED_BYTES})",
+    )
+    parser.add_argument(
+        "--min-entropy",
+        type=_typed(float, "a number of bits"),
+        default=_DEFAULTS.min_entropy,
+        help="declared min-entropy per byte the continuous health tests (repetition count, "
+        "adaptive proportion) check every block against; a failing block is never served "
+        f"and health stays NOT_SERVING until {RECOVERY_BLOCKS} blocks in a row pass "
+        f"({_DEFAULTS.min_entropy:g}; urandom is not tested)",
+    )
+    parser.add_argument(
         "--socket-mode",
         type=_typed(_octal, "octal permission bits such as 660"),
         default=None,
@@ -129,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="-v info, -vv debug and tracebacks"
     )
+    add_device_flags(parser)
     return parser
 
 
@@ -167,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             max_streams=args.max_streams,
             stream_idle_timeout_s=args.stream_idle_timeout,
             backend_timeout_s=args.backend_timeout,
+            max_buffered_bytes=args.max_buffered_bytes,
+            min_entropy=args.min_entropy,
             socket_mode=args.socket_mode,
             api_key=_api_key(args.api_key),
             api_key_header=args.api_key_header,
@@ -176,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             reflection=args.reflection,
             grace_s=args.grace,
         )
-        backend = load_backend(args.backend)
+        backend = load_backend(args.backend, device_options(args, args.backend_timeout))
         try:
             server = EntropyServer(backend, options)
         except BaseException:

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 from qr_entropy.__about__ import __version__
 from qr_entropy._arms import ArmSources, SourcesSettings, load_sources, parse_sources
 from qr_entropy._build import build_source
-from qr_entropy._config import QR_SETTINGS_CONFIG, EntropyConfig, FallbackMode, GrpcMode
-from qr_entropy._env import QRSettings, SettingsError
+from qr_entropy._config import EntropyConfig, FallbackMode, GrpcMode
 from qr_entropy._exceptions import (
     ByteCountError,
     ConfigError,
@@ -31,9 +30,7 @@ from qr_entropy._exceptions import (
 )
 from qr_entropy._fallback import FallbackEntropySource
 from qr_entropy._fetch import EntropyFetch
-from qr_entropy._fields import settings_table
 from qr_entropy._mock import MockUniformSource
-from qr_entropy._overrides import apply_overrides
 from qr_entropy._registry import (
     ENTROPY_SOURCES,
     ENTRY_POINT_GROUP,
@@ -45,8 +42,16 @@ from qr_entropy._sham import ShamEntropySource
 from qr_entropy._source import EntropySource
 from qr_entropy._system import SystemEntropySource
 from qr_entropy._timing import TimingNoiseSource
+from qr_entropy.settings import (
+    QR_SETTINGS_CONFIG,
+    QRSettings,
+    SettingsError,
+    apply_overrides,
+    settings_table,
+)
 
 if TYPE_CHECKING:
+    from qr_entropy._calibrate import run_calibration
     from qr_entropy.grpc import QuantumGrpcSource
 
 __all__ = [
@@ -83,14 +88,22 @@ __all__ = [
     "load_sources",
     "parse_sources",
     "register_entropy_source",
+    "run_calibration",
     "settings_table",
 ]
 
 
 def __getattr__(name: str) -> object:
-    # Imported on first use: grpc is heavy and its module imports this package.
+    # Imported on first use, for start-up cost only (neither is a circle: both
+    # import only modules below this one). grpcio is slow to import and most
+    # users never build the gRPC source; the calibration pulls in qr-core's
+    # statistics, which only `qr-entropy calibrate` and `check` need.
     if name == "QuantumGrpcSource":
         from qr_entropy.grpc import QuantumGrpcSource
 
         return QuantumGrpcSource
+    if name == "run_calibration":
+        from qr_entropy._calibrate import run_calibration
+
+        return run_calibration
     raise AttributeError(f"module 'qr_entropy' has no attribute {name!r}")

@@ -30,13 +30,12 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 from qr_entropy._build import build_source
-from qr_entropy._config import QR_SETTINGS_CONFIG, EntropyConfig
-from qr_entropy._env import QRSettings
+from qr_entropy._config import EntropyConfig
 from qr_entropy._exceptions import ConfigError
 from qr_entropy._fetch import EntropyFetch
-from qr_entropy._fields import explain_validation, shown
 from qr_entropy._registry import get_source_class
 from qr_entropy._source import EntropySource
+from qr_entropy.settings import QR_SETTINGS_CONFIG, QRSettings, explain_validation, shown
 
 __all__ = [
     "ARM_NAME_PATTERN",

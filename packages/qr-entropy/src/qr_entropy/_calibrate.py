@@ -23,11 +23,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from qr_core import Calibration, SamplingConfig, SignalAmplifier, build_amplifier
-from qr_core.records import ks_uniform, normal_two_sided_p
-from qr_entropy._check import StatTest
-from qr_entropy._config import QR_SETTINGS_CONFIG, EntropyConfig
+from qr_core.analysis import ks_uniform, normal_two_sided_p
+from qr_entropy._config import EntropyConfig
 from qr_entropy._exceptions import QREntropyError
 from qr_entropy._registry import create_source
+from qr_entropy._uniformity import StatTest
+from qr_entropy.settings import QR_SETTINGS_CONFIG
 
 __all__ = ["AmplifierSettings", "drift_tests", "run_calibration"]
 
@@ -109,6 +110,7 @@ def run_calibration(
 
 
 def _chi2_sf(statistic: float, df: int) -> float:
+    # Imported on first use, for start-up cost (only a calibrated check needs it; not a circle).
     stats: Any = importlib.import_module("scipy.stats")
     return float(stats.chi2.sf(statistic, df))
 

@@ -5,31 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
 
-from qr_entropy._env import QRSettings
+from qr_entropy._response_layout import parse_layout
+from qr_entropy.settings import QR_SETTINGS_CONFIG, QRSettings
 
-__all__ = ["QR_SETTINGS_CONFIG", "EntropyConfig", "FallbackMode", "GrpcMode"]
+__all__ = ["EntropyConfig", "FallbackMode", "GrpcMode"]
 
 GrpcMode = Literal["unary", "server_streaming", "bidi_streaming"]
 FallbackMode = Literal["error", "system", "mock_uniform"]
-
-
-QR_SETTINGS_CONFIG = SettingsConfigDict(
-    env_prefix="QR_",
-    env_file=".env",
-    env_file_encoding="utf-8",
-    extra="ignore",
-    frozen=True,
-    validate_default=True,
-    allow_inf_nan=False,
-)
-"""How every qr-sampler settings class reads ``QR_*`` variables and ``.env``.
-
-Shared by the settings classes of all packages (qr-vllm's too), so that each
-package declares only its own fields and they all read the environment alike;
-``extra="ignore"`` lets each class skip the ``QR_*`` variables of the others.
-"""
 
 
 class EntropyConfig(QRSettings):
@@ -176,8 +159,5 @@ class EntropyConfig(QRSettings):
     @field_validator("grpc_response_layout")
     @classmethod
     def _check_layout(cls, value: str) -> str:
-        # Imported here: the grpc package imports this module.
-        from qr_entropy.grpc._layout import parse_layout
-
         parse_layout(value)
         return value

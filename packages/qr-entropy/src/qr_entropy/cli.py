@@ -24,8 +24,8 @@ from qr_entropy._calibrate import AmplifierSettings, run_calibration
 from qr_entropy._check import CheckReport, run_check
 from qr_entropy._config import EntropyConfig
 from qr_entropy._exceptions import ConfigError, QREntropyError
-from qr_entropy._fields import settings_table
 from qr_entropy._registry import available_sources
+from qr_entropy.settings import settings_table
 
 __all__ = ["main"]
 

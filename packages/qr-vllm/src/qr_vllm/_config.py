@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from qr_core import Calibration, QRCoreError, SamplingConfig, build_amplifier, load_calibration
 from qr_core.records import config_hash
-from qr_entropy import ConfigError, EntropyConfig, SourcesSettings, apply_overrides, load_sources
+from qr_entropy import ConfigError, EntropyConfig, SourcesSettings, load_sources
+from qr_entropy.settings import apply_overrides
 from qr_vllm._errors import QRParamsError
 from qr_vllm._settings import CORE_FIELDS, RecordSettings, SamplingSettings
 

@@ -4,7 +4,7 @@ Requests of two experiment arms (``QR_SOURCES``; by default ``system``
 against ``sham``) are sent together, alternating, so that both arms are
 sampled in the same engine steps and nothing differs between them but the
 entropy. The records show that each token came from its own arm; the
-comparison is :func:`qr_core.records.analyze` grouped by arm.
+comparison is :func:`qr_core.analysis.analyze` grouped by arm.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from qr_core.records import analyze
+from qr_core.analysis import analyze
 from qr_vllm._config import AdapterConfig
 
 if TYPE_CHECKING:
-    from qr_core.records import GroupStats, TokenSamplingRecord
+    from qr_core.analysis import GroupStats
+    from qr_core.records import TokenSamplingRecord
 
 __all__ = ["DEFAULT_ARMS", "run_arms"]
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from qr_core import SAMPLING_BOUNDS, SamplingConfig, build_amplifier, build_temperature_strategy
-from qr_entropy import QR_SETTINGS_CONFIG, QRSettings
+from qr_entropy.settings import QR_SETTINGS_CONFIG, QRSettings
 
 __all__ = ["LogLevel", "RecordSettings", "SamplingSettings"]
 

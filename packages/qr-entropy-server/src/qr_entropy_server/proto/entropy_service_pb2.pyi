@@ -59,14 +59,27 @@ class EntropyResponse(_message.Message):
     SEQUENCE_ID_FIELD_NUMBER: _builtins.int
     GENERATION_TIMESTAMP_NS_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
+    READ_STARTED_NS_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """Freshly generated random bytes."""
     sequence_id: _builtins.int
     """The sequence_id of the request this answers."""
     generation_timestamp_ns: _builtins.int
-    """Wall-clock epoch nanoseconds taken right after the bytes were generated."""
+    """Wall-clock epoch nanoseconds taken right after the read of `data` ended
+    (the last byte was in hand).
+    """
     device_id: _builtins.str
     """Identifies the generator (backend and host or hardware serial)."""
+    read_started_ns: _builtins.int
+    """Wall-clock epoch nanoseconds taken when the fresh read for this response
+    began: after the request arrived, right before the server called its
+    backend, whose first act is to discard what the device had buffered (the
+    built-in serial and chardev backends do; a vendor-library backend must).
+    Every byte of `data` reached the server after that discard, except what
+    the device itself still held or had in transit then (its own buffer, e.g.
+    one USB packet). Same clock as generation_timestamp_ns. 0 from a server
+    that predates the field; a client that does not know field 5 skips it.
+    """
     def __init__(
         self,
         *,
@@ -74,10 +87,11 @@ class EntropyResponse(_message.Message):
         sequence_id: _builtins.int = ...,
         generation_timestamp_ns: _builtins.int = ...,
         device_id: _builtins.str = ...,
+        read_started_ns: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "device_id", b"device_id", "generation_timestamp_ns", b"generation_timestamp_ns", "sequence_id", b"sequence_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "device_id", b"device_id", "generation_timestamp_ns", b"generation_timestamp_ns", "read_started_ns", b"read_started_ns", "sequence_id", b"sequence_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,9 @@ Protocol-agnostic (it speaks the protobuf wire format itself, so any server
 with the byte count in request field 1 and the bytes in response field 1
 works), three transport modes, TLS and mutual TLS, API keys, and an adaptive
 circuit breaker. See ``docs/grpc.md`` of the qr-entropy distribution.
+
+Test and benchmark tooling (a clock moved by hand, the public-API fallback on
+demand, leak checks): :mod:`qr_entropy.grpc.testing`.
 """
 
 from qr_entropy.grpc._breaker import (

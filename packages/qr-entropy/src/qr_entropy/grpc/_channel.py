@@ -5,15 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 
+from qr_entropy._config import EntropyConfig
 from qr_entropy._exceptions import ConfigError, EntropyUnavailableError
-from qr_entropy.grpc._layout import ResponseLayout, parse_layout
-
-if TYPE_CHECKING:
-    from qr_entropy._config import EntropyConfig
+from qr_entropy._response_layout import ResponseLayout, parse_layout
 
 __all__ = ["ChannelSettings", "unix_socket_path"]
 

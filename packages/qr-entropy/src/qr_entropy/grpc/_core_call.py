@@ -13,9 +13,14 @@ in the same thread, under a gRPC deadline for the whole call.
 
 The layer is ``grpc._cython.cygrpc``, the one grpcio's own blocking unary calls
 use (a "segregated" call: its events come only to the thread that asks for
-them). It is not public API, so :func:`core_available` checks its shape once
-and the transport falls back to the public API where it is missing or changed
-(``qr_entropy.grpc._sync``).
+them). It is not public API, so :func:`core_layer_problem` checks its shape
+before a transport opens its first call, and the transport falls back to the
+public API where it is missing or changed (``qr_entropy.grpc._transports``).
+The shape checked: the operations and constants used here, and a channel whose
+``segregated_call`` takes the registered-call handle as its ninth argument,
+which grpcio added in 1.63 together with ``get_registered_call_handle`` (on
+grpcio 1.62 the call would raise ``TypeError: segregated_call() takes at most
+8 positional arguments (9 given)``).
 
 Rules the layer imposes, kept here:
 - ``next_event()`` may only be called while some batch of the call is still
@@ -29,8 +34,10 @@ Rules the layer imposes, kept here:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -39,8 +46,9 @@ __all__ = [
     "CallEndedError",
     "CoreCall",
     "CoreResponseStream",
-    "core_available",
+    "core_layer_problem",
     "open_core_calls",
+    "public_api_only",
 ]
 
 _cygrpc: Any
@@ -72,10 +80,40 @@ def _cygrpc_shape_ok() -> bool:
 
 _SHAPE_OK = _cygrpc_shape_ok()
 
+# The channel methods a call here needs: segregated_call with the registered-call
+# handle as its ninth argument, which came with get_registered_call_handle (1.63).
+_CHANNEL_METHODS = ("segregated_call", "get_registered_call_handle")
 
-def core_available(channel: grpc.Channel) -> bool:
-    """Whether ``channel`` can carry a :class:`CoreCall` (grpcio's internal layer as expected)."""
-    return _SHAPE_OK and hasattr(getattr(channel, "_channel", None), "segregated_call")
+# public_api_only() blocks in force (test tooling: qr_entropy.grpc.testing).
+_public_only = 0
+
+
+def core_layer_problem(channel: grpc.Channel) -> str | None:
+    """Why ``channel`` cannot carry a :class:`CoreCall`; None where grpcio's core layer
+    is as expected."""
+    if _public_only:
+        return "the core layer is switched off (qr_entropy.grpc.testing.public_api_only)"
+    if not _SHAPE_OK:
+        return "its internal call layer (grpc._cython.cygrpc) is not as expected"
+    inner = getattr(channel, "_channel", None)
+    missing = [name for name in _CHANNEL_METHODS if not hasattr(inner, name)]
+    if missing:
+        return (
+            f"its channel lacks {', '.join(missing)} (segregated_call with a "
+            "registered-call handle came with grpcio 1.63)"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def public_api_only() -> Iterator[None]:
+    """Streaming transports built inside the block use grpcio's public API."""
+    global _public_only
+    _public_only += 1
+    try:
+        yield
+    finally:
+        _public_only -= 1
 
 
 class CallEndedError(Exception):
@@ -196,7 +234,7 @@ class CoreCall(_CoreCallBase):
     """One open bidirectional call: write one request, read its one reply.
 
     Args:
-        channel: An open synchronous channel (see :func:`core_available`).
+        channel: An open synchronous channel (see :func:`core_layer_problem`).
         method: The full method path, ``/package.Service/Method``.
         metadata: Initial metadata sent when the call opens (the API key).
 
@@ -234,7 +272,7 @@ class CoreResponseStream(_CoreCallBase):
     The request is written and the call half-closed when it opens.
 
     Args:
-        channel: An open synchronous channel (see :func:`core_available`).
+        channel: An open synchronous channel (see :func:`core_layer_problem`).
         method: The full method path, ``/package.Service/Method``.
         metadata: Initial metadata (the API key).
         request: The one request message.

@@ -6,36 +6,27 @@ import itertools
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from qr_entropy._config import EntropyConfig
 from qr_entropy._exceptions import EntropyUnavailableError
 from qr_entropy._fetch import EntropyFetch
 from qr_entropy._registry import register_entropy_source
 from qr_entropy._source import EntropySource, check_byte_count
-from qr_entropy.grpc._breaker import BreakerState, CircuitBreaker, CircuitOpenError
+from qr_entropy.grpc._breaker import (
+    BreakerSnapshot,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+)
 from qr_entropy.grpc._channel import ChannelSettings
 from qr_entropy.grpc._errors import GrpcEntropyError
-from qr_entropy.grpc._sync import (
-    BidiTransport,
-    ServerStreamingTransport,
-    SyncTransport,
-    UnaryTransport,
-)
-from qr_entropy.grpc._transports import Reply
-
-if TYPE_CHECKING:
-    from qr_entropy.grpc._breaker import BreakerSnapshot
+from qr_entropy.grpc._replies import Reply
+from qr_entropy.grpc._transports import TRANSPORTS, SyncTransport
 
 __all__ = ["QuantumGrpcSource"]
 
 logger = logging.getLogger(__name__)
-
-_TRANSPORTS: dict[str, type[SyncTransport]] = {
-    UnaryTransport.mode: UnaryTransport,
-    ServerStreamingTransport.mode: ServerStreamingTransport,
-    BidiTransport.mode: BidiTransport,
-}
 
 
 @register_entropy_source("quantum_grpc")
@@ -56,12 +47,21 @@ class QuantumGrpcSource(EntropySource):
 
     Args:
         config: Settings; the environment (``QR_*``) when omitted.
+        clock: Monotonic clock in seconds that times the circuit's recovery
+            window (``cb_recovery_window_s``). Tests pass one they move
+            themselves (:class:`qr_entropy.grpc.testing.ManualClock`) instead of
+            waiting the window out.
 
     Raises:
         ConfigError: Bad method path, API-key header or TLS files.
     """
 
-    def __init__(self, config: EntropyConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: EntropyConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         config = config if config is not None else EntropyConfig()
         self._settings = ChannelSettings.from_config(config)
         self._configured_mode = config.grpc_mode
@@ -82,10 +82,12 @@ class QuantumGrpcSource(EntropySource):
             multiplier=config.cb_timeout_multiplier,
             recovery_window_s=config.cb_recovery_window_s,
             max_consecutive_failures=config.cb_max_consecutive_failures,
+            clock=clock,
         )
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
         self._transport: SyncTransport | None = None
+        self._channels_opened = 0
         self._closed = False
         self._device_id = ""
         self._last_error: str | None = None
@@ -123,8 +125,9 @@ class QuantumGrpcSource(EntropySource):
             if self._closed:
                 raise EntropyUnavailableError("quantum_grpc source is closed")
             if self._transport is None:
-                # The caller's thread makes each call itself (see _sync).
-                self._transport = _TRANSPORTS[self._mode](self._settings)
+                # The caller's thread makes each call itself (see _transports).
+                self._transport = TRANSPORTS[self._mode](self._settings)
+                self._channels_opened += 1
             return self._transport
 
     def _discard(self, transport: SyncTransport) -> None:

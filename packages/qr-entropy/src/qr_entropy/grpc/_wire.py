@@ -4,7 +4,7 @@ The client never imports generated stubs, so any server whose request has the
 byte count in field 1 works (``qr_entropy.EntropyService``, ``qrng.QuantumRNG``,
 ...). Request: field 1 ``bytes_needed`` (varint), field 2 ``sequence_id``
 (varint; a server that does not know it skips it). Response: the fields a
-:class:`~qr_entropy.grpc._layout.ResponseLayout` declares; other fields are
+:class:`~qr_entropy._response_layout.ResponseLayout` declares; other fields are
 skipped; anything that does not parse raises :class:`WireFormatError`.
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from qr_entropy._response_layout import PRESETS, ResponseLayout
 from qr_entropy.grpc._errors import WireFormatError
-from qr_entropy.grpc._layout import PRESETS, ResponseLayout
 
 __all__ = ["WireResponse", "decode_response", "encode_request"]
 
