@@ -15,8 +15,12 @@ Issue 12, item 7 asks the project's bidi client against the reference server
 for p50 <= 1.15 x this floor; this script shows how much of that the server
 takes.
 
+With ``--metrics`` this tree's server also serves Prometheus metrics
+(``--metrics-port 0``; nothing scrapes it): the counters run either way, so the
+flag shows the endpoint's own cost, which should be none per exchange.
+
 Usage: ``python benchmarks/bench_server_overhead.py [--transport unix|tcp]
-[--repeat N] [--server-path DIR]``
+[--repeat N] [--server-path DIR] [--metrics]``
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3000, help="timed exchanges each (3000)")
     parser.add_argument("--warmup", type=int, default=100, help="untimed exchanges first (100)")
     parser.add_argument("--server-path", type=Path, help="another source tree to compare with")
+    parser.add_argument(
+        "--metrics", action="store_true", help="this tree's server with --metrics-port 0"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
 
@@ -50,9 +57,9 @@ def main() -> None:
 
         floor_args = [bench.__file__, "--floor-server", "grpc", address("floor")]
         servers = {"floor (bare grpcio)": bench.start_server(floor_args)}
-        servers["reference, this tree"] = bench.start_server(
-            bench.entropy_server_args(address("new"))
-        )
+        extra = ["--metrics-port", "0"] if args.metrics else []
+        label = "reference, this tree" + (" (--metrics-port)" if args.metrics else "")
+        servers[label] = bench.start_server([*bench.entropy_server_args(address("new")), *extra])
         if args.server_path is not None:
             src = str(args.server_path.resolve() / "packages" / "qr-entropy-server" / "src")
             servers[f"reference, {args.server_path}"] = bench.start_server(

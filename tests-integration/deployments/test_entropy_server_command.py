@@ -8,7 +8,10 @@ of the container's). The compose health check runs against it, and the
 ``qr_entropy`` client, configured from the profile's ``.env.example`` exactly as
 the vLLM container would be, fetches entropy from it. A service that is given
 a device (``devices:``) reads a pseudo-terminal that streams like a USB QRNG
-(``qr_entropy_server.testing.StandInDevice``) in place of the host's node.
+(``qr_entropy_server.testing.StandInDevice``) in place of the host's node. A
+service with ``--metrics-port`` must listen where the monitoring profile's
+Prometheus scrapes it (``deployments/monitoring/prometheus.yml``); here its
+endpoint moves to an ephemeral port on 127.0.0.1 and is scraped once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -34,6 +38,30 @@ from qr_entropy_server.testing import StandInDevice
 DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
 DOCKERFILE = DEPLOYMENTS / "docker" / "Dockerfile.entropy-server"
 READY_PREFIX = "qr-entropy-server listening on "
+METRICS_PREFIX = "qr-entropy-server metrics on "
+PROMETHEUS = DEPLOYMENTS / "monitoring" / "prometheus.yml"
+
+
+def _scraped_targets(job: str) -> list[str]:
+    """The targets of one job of the monitoring profile's Prometheus."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    (scrape,) = [s for s in config["scrape_configs"] if s["job_name"] == job]
+    return [target for group in scrape["static_configs"] for target in group["targets"]]
+
+
+def _move_metrics(argv: list[str], service_name: str) -> bool:
+    """Point ``--metrics-port`` at an ephemeral port on 127.0.0.1; False without the flag.
+
+    The container's port and interface must be the ones Prometheus scrapes.
+    """
+    if "--metrics-port" not in argv:
+        return False
+    at = argv.index("--metrics-port") + 1
+    assert f"{service_name}:{argv[at]}" in _scraped_targets("qr-entropy-server")
+    host = argv.index("--metrics-address") + 1
+    assert argv[host] == "0.0.0.0", "Prometheus in another container cannot reach it"
+    argv[at], argv[host] = "0", "127.0.0.1"
+    return True
 
 
 def _server_services() -> list[tuple[str, str]]:
@@ -148,9 +176,17 @@ def test_container_command_serves_the_profile_client(
         assert argv[at_device] in inside, "the server reads a device it was not given"
         argv[at_device] = stack.enter_context(StandInDevice()).path
 
+    metrics = _move_metrics(argv, service_name)
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         address = _wait_ready(server)
+        if metrics:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            assert line.startswith(METRICS_PREFIX), line
+            url = line[len(METRICS_PREFIX) :].strip()
+            with urllib.request.urlopen(url, timeout=30) as reply:
+                assert "qr_entropy_server_healthy 1.0" in reply.read().decode()
         # The compose health check, with the image's paths mapped to the repository.
         health = list(service["healthcheck"]["test"])
         assert health[:2] == ["CMD", "python"]

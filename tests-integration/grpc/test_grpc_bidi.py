@@ -33,9 +33,11 @@ from qr_entropy.grpc.testing import (
     core_layer_usable,
     decode_response,
     encode_request,
+    failing_watchdog,
     open_core_calls,
     transport_state,
     watchdog_alarms_fired,
+    watchdog_failures,
 )
 
 from .fault_helpers import Config, Expected, N, assert_fresh
@@ -205,3 +207,59 @@ def test_a_core_call_cancelled_from_another_thread_ends_the_wait(faulty: Any) ->
         call.discard()
         assert open_core_calls() == before
         faulty.set("ok")  # releases the hung handler
+
+
+def test_the_watchdog_survives_a_failure_of_its_own_and_another_sources_deadline_fires(
+    faulty: Any, make_config: Config, layer: str
+) -> None:
+    """Issue 26: a day-long deadline beside a 200 ms one, and the watchdog's loop failing.
+
+    Source A waits on a hung server with the longest deadline the settings allow; the
+    process-wide watchdog's own loop is made to fail once (``failing_watchdog``); source
+    B's 200 ms deadline must still end B's read. Were the thread dead, B would wait for
+    the hung server for good: the thread running B's fetch is given a minute, a hang guard.
+    """
+    day_ms = 86_400_000.0
+    long = make_config(
+        faulty.address,
+        grpc_mode="bidi_streaming",
+        grpc_timeout_ms=day_ms,
+        cb_min_timeout_ms=day_ms,
+        grpc_retry_count=0,
+    )
+    short = make_config(
+        faulty.address,
+        grpc_mode="bidi_streaming",
+        grpc_timeout_ms=200.0,
+        cb_min_timeout_ms=200.0,
+        grpc_retry_count=0,
+    )
+    survived = watchdog_failures()
+    outcomes: dict[str, BaseException | None] = {}
+
+    def fetch(name: str, source: QuantumGrpcSource) -> None:
+        try:
+            source.fetch(N)
+            outcomes[name] = None
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    with QuantumGrpcSource(long) as a, QuantumGrpcSource(short) as b:
+        faulty.set("hang")
+        with failing_watchdog(times=1) as injected:
+            waiting = threading.Thread(target=fetch, args=("a", a))
+            waiting.start()
+            faulty.wait_for_request()  # A's read is armed a day ahead and blocked
+            second = threading.Thread(target=fetch, args=("b", b))
+            second.start()
+            second.join(60)
+            assert not second.is_alive(), "B's 200 ms deadline never fired"
+            assert injected() == 1
+        error = outcomes["b"]
+        assert isinstance(error, EntropyUnavailableError)
+        assert "DEADLINE_EXCEEDED" in str(error)
+        assert watchdog_failures() == survived + 1
+        faulty.set("ok")  # A's late reply arrives; A's own read was never cancelled
+        waiting.join(60)
+        assert not waiting.is_alive()
+        assert outcomes["a"] is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -14,6 +13,8 @@ import pytest
 
 from qr_entropy import EntropyConfig, EntropyUnavailableError, build_source
 from qr_entropy.grpc import QuantumGrpcSource
+
+from .tls_certificates import write_certificates
 
 MODES = ["unary", "server_streaming", "bidi_streaming"]
 N = 20480
@@ -107,15 +108,19 @@ def test_api_key(mode: str, servers: Callable[..., Any], make_config: Config) ->
 
 
 def test_unauthenticated_falls_back_with_provenance(
-    servers: Callable[..., Any], make_config: Config
+    servers: Callable[..., Any], make_config: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
     address = servers("--api-key", "k").address
-    with build_source(make_config(address, fallback_mode="system")) as source:
+    with (
+        caplog.at_level(logging.ERROR, logger="qr_entropy._fallback"),
+        build_source(make_config(address, fallback_mode="system")) as source,
+    ):
         fetch = source.fetch(128)
     assert fetch.fallback
     assert fetch.source == "system"
-    assert fetch.fallback_reason is not None
-    assert "UNAUTHENTICATED" in fetch.fallback_reason
+    # Configuration-class (issue 26): the reason is "configuration", the detail is logged.
+    assert fetch.fallback_reason == "configuration"
+    assert "UNAUTHENTICATED" in caplog.text
 
 
 def test_many_threads_share_one_source_and_nothing_is_left(
@@ -151,68 +156,9 @@ def test_many_threads_share_one_source_and_nothing_is_left(
 # --- TLS and mutual TLS -------------------------------------------------------------------
 
 
-def _certificates(directory: Path) -> dict[str, Path]:
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def issue(
-        name: str, issuer: tuple[object, object] | None, server: bool
-    ) -> tuple[object, object]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-        )
-        if issuer is None:
-            builder = builder.issuer_name(subject).add_extension(
-                x509.BasicConstraints(ca=True, path_length=None), critical=True
-            )
-            signer = key
-        else:
-            builder = builder.issuer_name(issuer[0].subject)
-            usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            if server:
-                builder = builder.add_extension(
-                    x509.SubjectAlternativeName(
-                        [x509.DNSName("qrng.test"), x509.DNSName("localhost")]
-                    ),
-                    critical=False,
-                )
-            signer = issuer[1]
-        cert = builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-        return cert, key
-
-    ca = issue("test-ca", None, False)
-    server = issue("qrng.test", ca, True)
-    client = issue("qr-client", ca, False)
-    paths: dict[str, Path] = {}
-    for label, (cert, key) in {"ca": ca, "server": server, "client": client}.items():
-        paths[f"{label}_cert"] = directory / f"{label}.crt"
-        paths[f"{label}_key"] = directory / f"{label}.key"
-        paths[f"{label}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        paths[f"{label}_key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return paths
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return _certificates(tmp_path_factory.mktemp("certs"))
+    return write_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -54,6 +54,7 @@ def test_the_wire_names_are_the_spec_names() -> None:
         "generation_timestamp_ns": (3, 3),
         "device_id": (4, 9),  # string
         "read_started_ns": (5, 3),  # added after 1-4: a new number, old peers skip it
+        "device_bytes_per_second": (6, 3),  # the entropy budget, likewise
     }
 
 
@@ -67,7 +68,8 @@ def test_the_package_needs_only_its_three_dependencies() -> None:
     names = sorted(d.split(">")[0].split("=")[0].split("<")[0] for d in meta["dependencies"])
     assert names == ["grpcio", "grpcio-health-checking", "protobuf"]
     allowed = set(sys.stdlib_module_names) | {"grpc", "google", "grpc_health", "qr_entropy_server"}
-    optional = {"grpc_reflection"}  # the `reflection` extra, imported only with --reflection
+    # The extras, imported only with --reflection and --metrics-port.
+    optional = {"grpc_reflection", "prometheus_client"}
     seen: set[str] = set()
     for path in (root / "src" / "qr_entropy_server").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -76,4 +78,9 @@ def test_the_package_needs_only_its_three_dependencies() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 seen.add(node.module.split(".")[0])
     assert seen - allowed - optional == set()
-    assert "grpc_reflection" in seen
+    assert optional <= seen
+    extras = {
+        name: sorted(d.split(">")[0] for d in wanted)
+        for name, wanted in meta["optional-dependencies"].items()
+    }
+    assert extras == {"reflection": ["grpcio-reflection"], "metrics": ["prometheus-client"]}

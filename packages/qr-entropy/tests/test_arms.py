@@ -17,6 +17,7 @@ from qr_entropy import (
     EntropySource,
     EntropyUnavailableError,
     FallbackEntropySource,
+    SourceConfigurationError,
     SystemEntropySource,
     load_sources,
     parse_sources,
@@ -255,3 +256,21 @@ def test_build_wraps_each_arm_in_its_own_fallback() -> None:
     finally:
         arms.close()
     arms.close()  # idempotent
+
+
+def test_probe_reports_each_source_and_names_the_arm_of_a_configuration_failure(
+    switchable: Any,
+) -> None:
+    arms = ArmSources(SystemEntropySource(), {"control": SystemEntropySource(), "qrng": switchable})
+    results = arms.probe()
+    assert list(results) == [None, "control", "qrng"]
+    assert all(r.reachable for r in results.values())
+    switchable.up = False  # a transient fault: a result, not an error
+    assert arms.probe()["qrng"].reachable is False
+    switchable.error = SourceConfigurationError(
+        "INVALID_ARGUMENT from q:1 (/a.B/C): refused", address="q:1", cause="refused"
+    )
+    with pytest.raises(SourceConfigurationError) as info:
+        arms.probe()
+    assert str(info.value).startswith("QR_SOURCES: arm 'qrng': INVALID_ARGUMENT from q:1")
+    assert (info.value.arm, info.value.address, info.value.cause) == ("qrng", "q:1", "refused")

@@ -214,3 +214,19 @@ def test_check_without_scipy_fails_instead_of_switching_methods() -> None:
     assert done.returncode == EXIT_ERROR, done.stderr
     assert done.stdout == ""
     assert "MissingExtraError: statistics need scipy" in done.stderr
+
+
+def test_a_source_without_a_device_rate_says_so_and_gives_the_drawn_token_rate(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QR_SAMPLE_COUNT", "1024")
+    argv = ["check", "--source", "system", "--bytes", "256", "--samples", "4", "--json"]
+    assert main(argv) in (EXIT_OK, EXIT_TEST_FAILED)
+    report = json.loads(capsys.readouterr().out)
+    assert report["device_bytes_per_second"] is None
+    assert report["device_tokens_per_second"] is None
+    assert report["sample_count"] == 1024
+    assert main(argv[:-1]) in (EXIT_OK, EXIT_TEST_FAILED)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("device rate"))
+    assert "not reported by the source" in line
+    assert line.endswith("tokens/s at QR_SAMPLE_COUNT=1024")

@@ -11,6 +11,8 @@ from pydantic import SecretStr, ValidationError
 from qr_entropy import ConfigError, EntropyConfig, SettingsError
 from qr_entropy.settings import _unknown
 
+from .certificates import write_certificates
+
 # One non-default value per field: (field, text as written in env / .env, parsed value).
 NON_DEFAULTS: list[tuple[str, str, object]] = [
     ("entropy_source_type", "timing_noise", "timing_noise"),
@@ -23,9 +25,11 @@ NON_DEFAULTS: list[tuple[str, str, object]] = [
     ("grpc_api_key", "k3y-from-test", "k3y-from-test"),
     ("grpc_api_key_header", "x-api-key", "x-api-key"),
     ("grpc_tls", "true", True),
-    ("grpc_tls_ca_file", "/etc/qr/ca.pem", "/etc/qr/ca.pem"),
-    ("grpc_tls_cert_file", "/etc/qr/client.pem", "/etc/qr/client.pem"),
-    ("grpc_tls_key_file", "/etc/qr/client.key", "/etc/qr/client.key"),
+    # Real PEM files (the TLS files are checked when the settings load), in the working
+    # directory: written there by the autouse fixture below.
+    ("grpc_tls_ca_file", "ca.pem", "ca.pem"),
+    ("grpc_tls_cert_file", "client.pem", "client.pem"),
+    ("grpc_tls_key_file", "client.key", "client.key"),
     ("grpc_tls_server_name", "qrng.example", "qrng.example"),
     ("fallback_mode", "mock_uniform", "mock_uniform"),
     ("cb_window_size", "7", 7),
@@ -69,6 +73,15 @@ DEFAULTS: dict[str, object] = {
     "grpc_max_request_bytes": 1_048_576,
     "grpc_response_layout": "qr_entropy",
 }
+
+
+@pytest.fixture(autouse=True)
+def tls_files(tmp_path: Path) -> None:
+    """``ca.pem``, ``client.pem`` and ``client.key`` in the working directory (``tmp_path``)."""
+    made = write_certificates(tmp_path)
+    (tmp_path / "ca.pem").write_bytes(made["ca_cert"].read_bytes())
+    (tmp_path / "client.pem").write_bytes(made["client_cert"].read_bytes())
+    (tmp_path / "client.key").write_bytes(made["client_key"].read_bytes())
 
 
 def _value(config: EntropyConfig, field: str) -> object:

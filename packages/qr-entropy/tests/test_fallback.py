@@ -10,14 +10,17 @@ from typing import Any
 import pytest
 
 from qr_entropy import (
+    CONFIGURATION_REASON,
     ByteCountError,
     EntropyConfig,
     EntropyUnavailableError,
     FallbackEntropySource,
     MockUniformSource,
+    SourceConfigurationError,
     SystemEntropySource,
     build_source,
 )
+from qr_entropy._fallback import ERROR_INTERVAL_S
 
 LOGGER = "qr_entropy._fallback"
 
@@ -197,3 +200,84 @@ def test_a_fallback_fetch_records_when_it_was_requested_and_why() -> None:
     assert fetch.fallback_reason == (
         "system: EntropyUnavailableError: DEADLINE_EXCEEDED after the configured timeout"
     )
+
+
+# --- configuration-class failures (issue 26) ------------------------------------------------
+
+
+def _misconfigured(switchable: Any) -> None:
+    switchable.error = SourceConfigurationError(
+        "UNAUTHENTICATED from qrng:50051 (/x.Y/Z): the server rejected the API key",
+        address="qrng:50051",
+        cause="the server rejected the API key",
+    )
+
+
+def test_a_configuration_failure_falls_back_with_reason_configuration(
+    switchable: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    _misconfigured(switchable)
+    fetch = source.fetch(16)
+    assert (fetch.fallback, fetch.source, fetch.fallback_reason) == (
+        True,
+        "system",
+        "configuration",
+    )
+    assert fetch.fallback_reason == CONFIGURATION_REASON
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "rejected the API key" in errors[0].getMessage()
+    assert "qrng:50051" in errors[0].getMessage()
+
+
+def test_the_error_is_logged_again_at_least_once_a_minute_while_it_lasts(
+    switchable: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    now = [1000.0]
+    source = FallbackEntropySource(switchable, SystemEntropySource(), clock=lambda: now[0])
+    _misconfigured(switchable)
+    for _ in range(50):  # a minute's fetches within 59 s: one ERROR
+        source.fetch(4)
+        now[0] += 1.18
+    assert len(caplog.records) == 1
+    now[0] = 1000.0 + ERROR_INTERVAL_S + 0.5
+    source.fetch(4)
+    assert len(caplog.records) == 2
+    switchable.error = None  # recovered: a new failure is reported at once
+    source.fetch(4)
+    _misconfigured(switchable)
+    source.fetch(4)
+    assert len(caplog.records) == 3
+
+
+def test_in_error_mode_a_configuration_failure_raises_and_is_logged(
+    switchable: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    source = FallbackEntropySource(switchable, None)
+    _misconfigured(switchable)
+    with pytest.raises(SourceConfigurationError, match="rejected the API key"):
+        source.fetch(4)
+    assert len(caplog.records) == 1
+
+
+def test_a_transient_failure_keeps_its_full_reason(switchable: Any) -> None:
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    switchable.up = False
+    assert source.fetch(4).fallback_reason != CONFIGURATION_REASON
+
+
+def test_the_probe_is_the_primarys(switchable: Any) -> None:
+    source = FallbackEntropySource(switchable, SystemEntropySource())
+    result = source.probe()
+    assert (result.source, result.reachable, result.device_id) == ("switchable", True, "switch-0")
+    switchable.up = False
+    down = source.probe()
+    assert (down.reachable, down.detail) == (False, "switchable is switched off")
+    _misconfigured(switchable)
+    with pytest.raises(SourceConfigurationError) as info:
+        source.probe()
+    assert info.value.address == "qrng:50051"

@@ -7,7 +7,11 @@ earlier, disarmed one was passed over.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+
+import pytest
 
 from qr_entropy.grpc._watchdog import Watchdog, shared_watchdog
 
@@ -74,3 +78,41 @@ def test_a_failing_action_does_not_stop_later_alarms() -> None:
 
 def test_one_watchdog_per_process() -> None:
     assert shared_watchdog() is shared_watchdog()
+
+
+def test_a_deadline_beyond_what_a_wait_can_take_does_not_stop_the_thread() -> None:
+    # 1e13 s is past threading.TIMEOUT_MAX: an uncapped wait raised OverflowError and the
+    # thread died (issue 26); a later, near alarm must still fire.
+    watchdog = Watchdog("test-watchdog")
+    far = watchdog.arm(1e13, lambda: None)
+    near = threading.Event()
+    watchdog.arm(0.01, near.set)
+    assert near.wait(WAIT_S)
+    assert watchdog.failures == 0
+    assert watchdog.disarm(far) is True
+
+
+def test_a_failure_of_the_loop_itself_is_logged_and_the_thread_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures = [2]  # the watchdog's own clock fails twice, on its own thread only
+    real = time.monotonic
+
+    def clock() -> float:
+        if failures[0] and threading.current_thread().name == "test-watchdog-failing":
+            failures[0] -= 1
+            raise RuntimeError("injected")
+        return real()
+
+    watchdog = Watchdog("test-watchdog-failing", clock=clock)
+    fired = threading.Event()
+    with caplog.at_level(logging.ERROR, logger="qr_entropy.grpc._watchdog"):
+        watchdog.arm(0.05, fired.set)
+        assert fired.wait(WAIT_S)
+    assert failures == [0]
+    assert watchdog.failures == 2
+    assert watchdog._thread is not None
+    assert watchdog._thread.is_alive()
+    logged = [r for r in caplog.records if "its loop failed" in r.getMessage()]
+    assert len(logged) == 1  # rate-limited: the second failure is counted, not logged
+    assert logged[0].exc_info is not None

@@ -47,16 +47,46 @@ def test_response_decoding_matches_protobuf(data: bytes, seq: int, ts: int, devi
 def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
     known = pb2.EntropyResponse(data=b"\x01\x02\x03", sequence_id=7).SerializeToString()
     unknown = (
-        b"\x28\x96\x01"  # field 5, varint 150
-        b"\x31"
-        + bytes(8)  # field 6, fixed64
-        + b"\x3a\x02hi"  # field 7, length-delimited
-        + b"\x45"
-        + bytes(4)  # field 8, fixed32
+        b"\x48\x96\x01"  # field 9, varint 150
+        b"\x51"
+        + bytes(8)  # field 10, fixed64
+        + b"\x5a\x02hi"  # field 11, length-delimited
+        + b"\x65"
+        + bytes(4)  # field 12, fixed32
     )
     decoded = decode_response(unknown + known + unknown)
     assert decoded.data == b"\x01\x02\x03"
     assert decoded.sequence_id == 7
+
+
+@given(started=INT64, rate=st.integers(min_value=0, max_value=2**63 - 1))
+def test_fields_5_and_6_decode_as_protobuf_reads_them(started: int, rate: int) -> None:
+    message = pb2.EntropyResponse(
+        data=b"abc", sequence_id=3, read_started_ns=started, device_bytes_per_second=rate
+    )
+    decoded = decode_response(message.SerializeToString())
+    assert decoded.data == b"abc"
+    # 0 is proto3's "absent": an older server's response, never recorded as 0.
+    assert decoded.read_started_ns == (started or None)
+    assert decoded.device_bytes_per_second == (rate or None)
+
+
+def test_a_response_of_an_older_server_has_neither_field() -> None:
+    old = pb2.EntropyResponse(data=b"ab", sequence_id=1, generation_timestamp_ns=5)
+    decoded = decode_response(old.SerializeToString())
+    assert (decoded.read_started_ns, decoded.device_bytes_per_second) == (None, None)
+
+
+def test_a_client_that_does_not_know_fields_5_and_6_skips_them() -> None:
+    # An older client reads the fields it declares only, as bytes_only and qrng do here.
+    new = pb2.EntropyResponse(data=b"xy", read_started_ns=9, device_bytes_per_second=44_000_000)
+    for layout in ("bytes_only", "qrng"):
+        decoded = decode_response(new.SerializeToString(), PRESETS[layout])
+        assert decoded.data == b"xy"
+        assert decoded.device_bytes_per_second is None
+    mapped = parse_layout("data=1,device_bytes_per_second=6,read_started_ns=5")
+    decoded = decode_response(new.SerializeToString(), mapped)
+    assert (decoded.read_started_ns, decoded.device_bytes_per_second) == (9, 44_000_000)
 
 
 def test_a_server_with_other_message_names_but_the_same_layout_decodes() -> None:

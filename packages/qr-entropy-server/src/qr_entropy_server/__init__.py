@@ -5,8 +5,10 @@ Serves ``qr_entropy.EntropyService`` (unary ``GetEntropy`` and streaming
 character device (``chardev``), your own hardware class behind a vendor
 library (see :mod:`qr_entropy_server.hardware_template`), ``timing-noise`` or
 ``urandom``. Every block from a physical source passes continuous health tests
-before it is served. Run it with the ``qr-entropy-server`` command or embed
-:class:`EntropyServer`; :mod:`qr_entropy_server.testing` has a stand-in device.
+before it is served, and every response carries the device's measured rate.
+Run it with the ``qr-entropy-server`` command or embed :class:`EntropyServer`
+(``--metrics-port``, with the ``metrics`` extra, adds a Prometheus endpoint);
+:mod:`qr_entropy_server.testing` has a stand-in device.
 """
 
 from qr_entropy_server.__about__ import __version__

@@ -14,6 +14,7 @@ __all__ = ["ApiKeyInterceptor"]
 # Load balancers and orchestrators probe health without credentials.
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _MESSAGE = "missing or wrong API key"
+_METHODS = {"GetEntropy": 0, "StreamEntropy": 1}
 
 
 async def _reject(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
@@ -39,11 +40,20 @@ class ApiKeyInterceptor(_Interceptor):
     Args:
         key: The expected API key.
         header: Metadata header name (lower case, as gRPC transmits it).
+        on_reject: Called with the method index (0 ``GetEntropy``, 1
+            ``StreamEntropy``) and the status of each call refused (the metrics
+            count it); calls to other methods are not reported.
     """
 
-    def __init__(self, key: str, header: str) -> None:
+    def __init__(
+        self,
+        key: str,
+        header: str,
+        on_reject: Callable[[int, grpc.StatusCode], None] | None = None,
+    ) -> None:
         self._key = key.encode()
         self._header = header.lower()
+        self._on_reject = on_reject
 
     async def intercept_service(
         self,
@@ -63,6 +73,9 @@ class ApiKeyInterceptor(_Interceptor):
                     return await continuation(handler_call_details)
                 break
         handler = await continuation(handler_call_details)
+        index = _METHODS.get(method.rpartition("/")[2])
+        if self._on_reject is not None and handler is not None and index is not None:
+            self._on_reject(index, grpc.StatusCode.UNAUTHENTICATED)
         if handler is not None and handler.request_streaming:
             return grpc.stream_stream_rpc_method_handler(_reject_stream)
         return grpc.unary_unary_rpc_method_handler(_reject)

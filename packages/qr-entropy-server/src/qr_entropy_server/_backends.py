@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import socket
+import threading
 import time
 from typing import Protocol, runtime_checkable
 
@@ -36,8 +38,11 @@ __all__ = [
     "EntropyBackend",
     "TimingNoiseBackend",
     "UrandomBackend",
+    "close_backend",
     "load_backend",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -180,3 +185,28 @@ def device_id_of(backend: EntropyBackend) -> str:
     """Return the backend's ``device_id`` or its class name."""
     value = getattr(backend, "device_id", None)
     return value if isinstance(value, str) else type(backend).__qualname__
+
+
+def close_backend(backend: EntropyBackend, limit_s: float) -> None:
+    """``backend.close()`` in a daemon thread: an error is logged, a hang is abandoned."""
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            backend.close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    closer = threading.Thread(target=close, name="qr-backend-close", daemon=True)
+    closer.start()
+    closer.join(limit_s)
+    if closer.is_alive():
+        logger.warning("backend close() did not return within %.1f s; exiting anyway", limit_s)
+    elif errors:
+        exc = errors[0]
+        logger.warning(
+            "backend close() failed: %s: %s",
+            type(exc).__name__,
+            exc,
+            exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+        )

@@ -54,7 +54,16 @@ class DeviceStalledError(DeviceError):
 
 
 class HealthTestError(BackendError):
-    """A block failed the repetition count or adaptive proportion test."""
+    """A block failed the repetition count or adaptive proportion test.
+
+    Args:
+        message: Which test, the byte value, the count and the cutoff.
+        test: ``repetition_count`` or ``adaptive_proportion`` (the metrics count by it).
+    """
+
+    def __init__(self, message: str, test: str = "") -> None:
+        super().__init__(message)
+        self.test = test
 
 
 class ServerConfigError(EntropyServerError):

@@ -205,7 +205,8 @@ class ContinuousTests:
                     end += 1
                 raise HealthTestError(
                     f"repetition count: byte 0x{value:02x} {end - at} times in a row "
-                    f"(cutoff {limit} at {_bits(self.limits)})"
+                    f"(cutoff {limit} at {_bits(self.limits)})",
+                    "repetition_count",
                 )
             pair = same.find(0, pair + 1)
 
@@ -230,7 +231,8 @@ class ContinuousTests:
         window = next(i for i, count in enumerate(counts) if count >= cutoff)
         raise HealthTestError(
             f"adaptive proportion: byte 0x{data[window * WINDOW]:02x} {counts[window]} more "
-            f"times in the {WINDOW - 1} bytes after it (cutoff {cutoff} at {_bits(self.limits)})"
+            f"times in the {WINDOW - 1} bytes after it (cutoff {cutoff} at {_bits(self.limits)})",
+            "adaptive_proportion",
         )
 
 

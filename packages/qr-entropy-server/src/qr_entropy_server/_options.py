@@ -63,6 +63,10 @@ class ServerOptions:
     """Serve gRPC server reflection (needs the ``reflection`` extra)."""
     grace_s: float = 5.0
     """How long shutdown waits for in-flight calls before cancelling them."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this TCP port (0 picks one; None: no endpoint)."""
+    metrics_address: str = "127.0.0.1"
+    """Interface of the metrics endpoint (``0.0.0.0`` or ``::``: every interface)."""
 
 
 def validate(options: ServerOptions) -> None:
@@ -91,6 +95,17 @@ def validate(options: ServerOptions) -> None:
     for ok, message, value in checks:
         if not ok:
             raise ServerConfigError(f"{message}, got {value}")
+    if options.metrics_port is not None and not 0 <= options.metrics_port <= 65535:
+        raise ServerConfigError(f"--metrics-port must be 0-65535, got {options.metrics_port}")
+    if not options.metrics_address.strip():
+        raise ServerConfigError("--metrics-address is empty; give an interface such as 127.0.0.1")
+    _check_header(options.api_key_header.lower())
+    if options.api_key is not None and not _printable(options.api_key):
+        # Never echo the key: say what is wrong with it.
+        raise ServerConfigError(
+            "the API key (--api-key or QR_SERVER_API_KEY) holds a control character or a "
+            "character outside printable ASCII (0x20-0x7e); gRPC metadata cannot carry it"
+        )
     if options.socket_mode is not None:
         if socket_path(options.address) is None:
             raise ServerConfigError("--socket-mode applies to a unix:// --address only")
@@ -98,6 +113,20 @@ def validate(options: ServerOptions) -> None:
             raise ServerConfigError(
                 f"--socket-mode must be octal permission bits 000-777, got {options.socket_mode:o}"
             )
+
+
+def _printable(text: str) -> bool:
+    return all(" " <= ch <= "~" for ch in text)
+
+
+def _check_header(header: str) -> None:
+    """A gRPC metadata key: lower-case letters, digits, ``-``, ``_`` and ``.``."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+    if not header or not set(header) <= allowed or header.endswith("-bin"):
+        raise ServerConfigError(
+            f"--api-key-header {header!r} is not a gRPC metadata key: use lower-case "
+            "letters, digits, '-', '_' and '.', not ending in '-bin'"
+        )
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -7,6 +7,11 @@ daemon thread shared by every server of the process; the caller's thread
 While health is NOT_SERVING, a backend that declares ``reopens = True`` (the
 built-in device backends) is probed every :data:`REPROBE_S` seconds, so that a
 replugged device returns to SERVING without a client call.
+
+Once health is first SERVING the server measures its device's rate with a short
+self-test (:meth:`EntropyServicer.self_test`); served reads keep it up to date.
+With ``--metrics-port`` it serves Prometheus metrics
+(:mod:`qr_entropy_server._prometheus`, the ``metrics`` extra) from its own thread.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc import aio
@@ -27,10 +32,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from qr_entropy_server._auth import ApiKeyInterceptor
-from qr_entropy_server._backends import EntropyBackend, device_id_of
+from qr_entropy_server._backends import EntropyBackend, close_backend, device_id_of
 from qr_entropy_server._budget import pin_mmap_threshold
 from qr_entropy_server._errors import ServerConfigError
+from qr_entropy_server._extras import add_reflection, metrics_endpoint_class
 from qr_entropy_server._health_tests import ContinuousTests, cutoffs
+from qr_entropy_server._loop import run_on_loop as _run
 from qr_entropy_server._options import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_BYTES,
@@ -42,7 +49,11 @@ from qr_entropy_server._options import (
 from qr_entropy_server._pool import BackendPool
 from qr_entropy_server._ratelog import RateLimitedLog, quiet_unsent_responses
 from qr_entropy_server._service import SERVICE_NAME, EntropyServicer, ServiceLimits
+from qr_entropy_server._stats import ServerView
 from qr_entropy_server._unix import UnixListener, socket_path
+
+if TYPE_CHECKING:
+    from qr_entropy_server._prometheus import MetricsEndpoint
 
 __all__ = ["DEFAULT_ADDRESS", "DEFAULT_MAX_BYTES", "REPROBE_S", "EntropyServer", "ServerOptions"]
 
@@ -54,27 +65,6 @@ _MESSAGE_OVERHEAD = 4096
 _MIN_CLOSE_S = 0.5
 REPROBE_S = 0.5
 """Seconds between probes of a ``reopens`` backend while health is NOT_SERVING."""
-_T = TypeVar("_T")
-
-
-_loop_lock = threading.Lock()
-_shared_loop: asyncio.AbstractEventLoop | None = None
-
-
-def _loop() -> asyncio.AbstractEventLoop:
-    """The event loop of every server in this process, in a daemon thread."""
-    global _shared_loop
-    with _loop_lock:
-        if _shared_loop is None:
-            _shared_loop = asyncio.new_event_loop()
-            threading.Thread(
-                target=_shared_loop.run_forever, name="qr-entropy-server-loop", daemon=True
-            ).start()
-        return _shared_loop
-
-
-def _run(coro: Coroutine[Any, Any, _T], timeout_s: float | None = None) -> _T:
-    return asyncio.run_coroutine_threadsafe(coro, _loop()).result(timeout_s)
 
 
 class EntropyServer:
@@ -87,7 +77,7 @@ class EntropyServer:
     Raises:
         ServerConfigError: invalid limits, unusable TLS files, the address
             cannot be bound, a live server on the unix socket, or reflection
-            requested without the extra installed.
+            or metrics requested without their extra installed.
     """
 
     def __init__(self, backend: EntropyBackend, options: ServerOptions) -> None:
@@ -132,6 +122,10 @@ class EntropyServer:
         self._healthy: bool | None = None
         self._health_tasks: set[asyncio.Task[None]] = set()
         self._stopped = threading.Event()
+        self.metrics: MetricsEndpoint | None = None
+        """The Prometheus endpoint while serving with ``--metrics-port``, else None."""
+        if options.metrics_port is not None:
+            metrics_endpoint_class()  # the extra is missing: refuse before anything starts
         try:
             port = _run(self._build(credentials))
         except BaseException:
@@ -147,7 +141,11 @@ class EntropyServer:
         options = self.options
         interceptors = []
         if options.api_key is not None:
-            interceptors.append(ApiKeyInterceptor(options.api_key, options.api_key_header))
+            interceptors.append(
+                ApiKeyInterceptor(
+                    options.api_key, options.api_key_header, self._servicer.stats.refused
+                )
+            )
         self._server = aio.server(
             interceptors=interceptors,
             options=[
@@ -161,7 +159,7 @@ class EntropyServer:
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if options.reflection:
-            self._add_reflection()
+            add_reflection(self._server, SERVICE_NAME)
         bind = options.address if self._unix is None else f"unix://{self._unix.private}"
         try:
             if credentials is None:
@@ -169,17 +167,6 @@ class EntropyServer:
             return self._server.add_secure_port(bind, credentials)
         except RuntimeError as exc:
             raise ServerConfigError(f"cannot listen on {options.address!r}: {exc}") from exc
-
-    def _add_reflection(self) -> None:
-        try:
-            from grpc_reflection.v1alpha import reflection
-        except ImportError as exc:
-            raise ServerConfigError(
-                "--reflection needs the optional 'reflection' extra: "
-                "pip install 'qr-entropy-server[reflection]'"
-            ) from exc
-        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), self._server)
 
     def _on_backend_health(self, ok: bool) -> None:
         """Called on the loop after each ``generate``: flip health when the outcome changes."""
@@ -201,8 +188,17 @@ class EntropyServer:
         """Probe a ``reopens`` backend until health is SERVING again (or the server stops)."""
         while self._healthy is False and not self._stopped.is_set():
             await asyncio.sleep(REPROBE_S)
-            if not self._stopped.is_set():
-                await self._servicer.probe()
+            if not self._stopped.is_set() and await self._servicer.probe():
+                await self._measure()
+
+    async def _measure(self) -> None:
+        """Run the self-test once, the first time the backend answers."""
+        if self._servicer.stats.bytes_per_second:
+            return
+        rate = await self._servicer.self_test(
+            self.options.backend_timeout_s, self.options.max_bytes
+        )
+        logger.info("device rate at start: %.0f bytes/s (self-test)", rate)
 
     async def _publish_health(self) -> None:
         # Reads the latest outcome when it runs, so out-of-order tasks still end right.
@@ -225,7 +221,8 @@ class EntropyServer:
         # Health starts NOT_SERVING and turns SERVING once the backend has answered.
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self._servicer.probe()
+        if await self._servicer.probe():
+            await self._measure()
         # Published before readiness is reported, so the first health check sees it.
         await asyncio.gather(*self._health_tasks)
 
@@ -235,12 +232,20 @@ class EntropyServer:
         Raises:
             ServerConfigError: another server took the unix socket path meanwhile.
         """
+        options = self.options
         try:
+            if options.metrics_port is not None:
+                self.metrics = metrics_endpoint_class()(
+                    options.metrics_address, options.metrics_port, self._view()
+                )
             _run(self._start())
         except BaseException:
+            self._close_metrics()
             self._pool.shutdown()
             raise
         logger.info("serving %s on %s (tls=%s)", SERVICE_NAME, self.address, self.tls)
+        if self.metrics is not None:
+            logger.info("metrics on %s", self.metrics.url)
         if beyond_this_host(self.address) and self.options.api_key is None and not self.tls:
             logger.warning(
                 "listening on %s, reachable beyond this host, with neither an API key nor "
@@ -255,30 +260,6 @@ class EntropyServer:
         self._servicer.budget.close()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
-
-    def _close_backend(self, limit_s: float) -> None:
-        """``close()`` in a daemon thread: an error is logged, a hang is abandoned."""
-        errors: list[BaseException] = []
-
-        def close() -> None:
-            try:
-                self._backend.close()
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        closer = threading.Thread(target=close, name="qr-backend-close", daemon=True)
-        closer.start()
-        closer.join(limit_s)
-        if closer.is_alive():
-            logger.warning("backend close() did not return within %.1f s; exiting anyway", limit_s)
-        elif errors:
-            exc = errors[0]
-            logger.warning(
-                "backend close() failed: %s: %s",
-                type(exc).__name__,
-                exc,
-                exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
-            )
 
     def stop(self, grace_s: float | None = None) -> None:
         """Refuse new calls, let in-flight calls finish within the grace period, close the backend.
@@ -298,10 +279,26 @@ class EntropyServer:
             logger.warning("gRPC server did not stop within %.1f s", grace)
         if self._unix is not None:
             self._unix.remove()
+        self._close_metrics()
         self._pool.shutdown()
-        self._close_backend(max(deadline - time.monotonic(), _MIN_CLOSE_S))
+        close_backend(self._backend, max(deadline - time.monotonic(), _MIN_CLOSE_S))
         self._warn.flush()
         logger.info("stopped")
+
+    def _view(self) -> ServerView:
+        servicer = self._servicer
+        return ServerView(
+            stats=servicer.stats,
+            healthy=lambda: self._healthy is True and not self._stopped.is_set(),
+            streams=lambda: servicer.open_streams,
+            buffered=lambda: servicer.budget.held,
+            device_id=device_id_of(self._backend),
+        )
+
+    def _close_metrics(self) -> None:
+        metrics, self.metrics = self.metrics, None
+        if metrics is not None:
+            metrics.close()
 
     def serve_until_signal(self, ready: Callable[[str], None] | None = None) -> None:
         """Start, report readiness, block until SIGTERM or SIGINT, then stop gracefully.

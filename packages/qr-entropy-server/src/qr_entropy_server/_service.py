@@ -3,11 +3,11 @@
 An open stream is a coroutine waiting for its next request, not a thread, so
 idle streams cost memory only. Every ``generate`` runs in the backend's own
 bounded pool (:mod:`qr_entropy_server._pool`) under ``--backend-timeout``.
-Requests arrive as raw bytes and are parsed here, so that a malformed body or
-an out-of-range ``bytes_needed`` is answered INVALID_ARGUMENT with one
-rate-limited warning instead of gRPC's per-call traceback. Responses leave as
-bytes encoded by hand (:mod:`qr_entropy_server._wire`), which gRPC sends as
-they are: no message object, one copy of the payload.
+Requests arrive as raw bytes and are read here (:mod:`qr_entropy_server._requests`),
+so that a malformed body or an out-of-range ``bytes_needed`` is answered
+INVALID_ARGUMENT with one rate-limited warning instead of gRPC's per-call
+traceback. Responses leave as bytes encoded by hand (:mod:`qr_entropy_server._wire`),
+which gRPC sends as they are: no message object, one copy of the payload.
 
 Every request takes its byte count from the ``--max-buffered-bytes`` budget
 (:mod:`qr_entropy_server._budget`) until gRPC has let go of its response. Health
@@ -15,6 +15,11 @@ follows each ``generate``: a failure turns it NOT_SERVING and the next success
 SERVING again, except after a failed health test, when
 :data:`~qr_entropy_server._health_tests.RECOVERY_BLOCKS` blocks in a row must
 pass first.
+
+Every answered request, refusal and device read is counted in
+:class:`~qr_entropy_server._stats.ServerStats` (a few additions per request),
+which also measures the device's rate; each response carries that rate
+(field 6) once it is known.
 """
 
 from __future__ import annotations
@@ -22,32 +27,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc import aio
 
-from qr_entropy_server._budget import DEFAULT_MAX_BUFFERED_BYTES, BufferBudget
+from qr_entropy_server._budget import BufferBudget
 from qr_entropy_server._errors import (
     BackendReplyError,
     DeviceError,
     DeviceStalledError,
-    EntropyServerError,
     HealthTestError,
 )
 from qr_entropy_server._health_tests import RECOVERY_BLOCKS, WINDOW
 from qr_entropy_server._idle import IdleWatch
 from qr_entropy_server._pool import BackendPool, Block
 from qr_entropy_server._ratelog import RateLimitedLog
-from qr_entropy_server._wire import (
-    INT32_MAX,
-    INT32_MIN,
-    ResponseEncoder,
-    out_of_range_bytes_needed,
-    parse_request,
-)
+from qr_entropy_server._requests import RefusedError, ServiceLimits, read_request
+from qr_entropy_server._stats import SELF_TEST_BYTES, SELF_TEST_READ_S, ServerStats, self_test_sizes
+from qr_entropy_server._wire import ResponseEncoder
 from qr_entropy_server.proto import entropy_service_pb2 as pb2
 
 __all__ = ["PROBE_BYTES", "SERVICE_NAME", "EntropyServicer", "ServiceLimits"]
@@ -59,31 +57,6 @@ SERVICE_NAME: str = pb2.DESCRIPTOR.services_by_name["EntropyService"].full_name
 _Context = aio.ServicerContext[bytes, bytes]
 PROBE_BYTES = WINDOW
 """Bytes of a health probe (discarded): one adaptive proportion window."""
-
-
-class _RefusedError(EntropyServerError):
-    """A call ends with this status; raised inside the servicer only."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """The per-call limits the servicer enforces (taken from the server options)."""
-
-    max_bytes: int
-    """Largest ``bytes_needed``; above it RESOURCE_EXHAUSTED."""
-    max_streams: int
-    """``StreamEntropy`` calls open at once; one more gets RESOURCE_EXHAUSTED."""
-    stream_idle_timeout_s: float | None
-    """A stream without a request for this long is closed (None: never)."""
-    backend_timeout_s: float
-    """Longest a ``generate`` may take before the call fails UNAVAILABLE."""
-    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
-    """Payload bytes held at once for responses not yet sent; beyond: RESOURCE_EXHAUSTED."""
 
 
 class EntropyServicer:
@@ -116,7 +89,9 @@ class EntropyServicer:
         self._healthy: bool | None = None
         self._owed = 0  # blocks that must still pass after a failed health test
         self._encoder = ResponseEncoder(device_id)
+        self._rate = 0  # the rate responses carry now (field 6)
         self.budget = BufferBudget(limits.max_buffered_bytes)
+        self.stats = ServerStats()
         self.open_streams = 0
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
@@ -129,37 +104,6 @@ class EntropyServicer:
             },
         )
 
-    def _parse(self, payload: bytes) -> tuple[int, int]:
-        """``(bytes_needed, sequence_id)``; the generated parser for what the fast path leaves."""
-        fast = parse_request(payload)
-        if fast is not None:
-            return fast
-        try:
-            request = pb2.EntropyRequest.FromString(payload)
-        except DecodeError as exc:
-            self._warn.warning(
-                "malformed-request",
-                "malformed EntropyRequest (%d bytes) answered INVALID_ARGUMENT: %s",
-                len(payload),
-                exc,
-                exc=exc,
-            )
-            raise _RefusedError(
-                grpc.StatusCode.INVALID_ARGUMENT, "malformed EntropyRequest: cannot be parsed"
-            ) from exc
-        wide = out_of_range_bytes_needed(payload)
-        if wide is not None:
-            self._warn.warning(
-                "bytes-needed-range",
-                "EntropyRequest with bytes_needed=%d outside int32 answered INVALID_ARGUMENT",
-                wide,
-            )
-            raise _RefusedError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"bytes_needed={wide} is outside int32 [{INT32_MIN}, {INT32_MAX}]",
-            )
-        return request.bytes_needed, request.sequence_id
-
     def _health(self, ok: bool) -> None:
         if ok and self._owed:
             self._owed -= 1
@@ -168,7 +112,7 @@ class EntropyServicer:
             self._healthy = ok
             self._backend_health(ok)
 
-    def _refuse(self, kind: str, message: str, n: int, exc: BaseException) -> _RefusedError:
+    def _refuse(self, kind: str, message: str, n: int, exc: BaseException) -> RefusedError:
         """Log (rate-limited) and build the INTERNAL refusal of a failed ``generate``."""
         self._health(False)
         self._warn.warning(
@@ -179,7 +123,7 @@ class EntropyServicer:
             message,
             exc=exc,
         )
-        return _RefusedError(grpc.StatusCode.INTERNAL, message)
+        return RefusedError(grpc.StatusCode.INTERNAL, message)
 
     async def _generate(self, n: int) -> Block:
         """Call the backend; any misbehaviour becomes a refusal (no bytes leave)."""
@@ -199,12 +143,13 @@ class EntropyServicer:
                 limit,
                 f" ({exc})" if str(exc) else "",
             )
-            raise _RefusedError(
+            raise RefusedError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"backend did not answer within --backend-timeout={limit:g} s",
             ) from None
         except HealthTestError as exc:
             self._owed = RECOVERY_BLOCKS
+            self.stats.health_test_failed(exc.test)
             raise self._refuse("health-test", f"health test failed: {exc}", n, exc) from exc
         except BackendReplyError as exc:
             raise self._refuse(exc.kind, str(exc), n, exc) from exc
@@ -223,25 +168,25 @@ class EntropyServicer:
                 exc,
                 exc=exc,
             )
-            raise _RefusedError(grpc.StatusCode.INTERNAL, message) from exc
+            raise RefusedError(grpc.StatusCode.INTERNAL, message) from exc
         self._health(True)
         return block
 
     def _request(self, payload: bytes) -> tuple[int, int]:
         """``(bytes_needed, sequence_id)`` of a request the limits allow."""
-        n, sequence_id = self._parse(payload)
+        n, sequence_id = read_request(payload, self._warn)
         if n <= 0:
-            raise _RefusedError(
+            raise RefusedError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"bytes_needed must be > 0, got {n}"
             )
         if n > self._limits.max_bytes:
-            raise _RefusedError(
+            raise RefusedError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"bytes_needed={n} exceeds this server's --max-bytes={self._limits.max_bytes}",
             )
         budget = self.budget
         if not budget.take(n):
-            raise _RefusedError(
+            raise RefusedError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"this server holds {budget.held} bytes for responses not yet sent; "
                 f"bytes_needed={n} more would pass its --max-buffered-bytes={budget.limit} "
@@ -249,30 +194,68 @@ class EntropyServicer:
             )
         return n, sequence_id
 
-    async def _respond(self, n: int, sequence_id: int) -> bytes:
+    async def _respond(self, n: int, sequence_id: int, method: int) -> bytes:
         block = await self._generate(n)
+        stats = self.stats
+        stats.answered(method, n, block.started_ns, block.ended_ns)
+        if stats.rate != self._rate:
+            self._rate = stats.rate
+            self._encoder.set_rate(self._rate)
         logger.debug("seq=%d: %d bytes from %s", sequence_id, n, self._device_id)
         return self._encoder.encode(block.data, sequence_id, block.ended_ns, block.started_ns)
+
+    async def _abort(self, context: _Context, method: int, refusal: RefusedError) -> NoReturn:
+        """End the call with the refusal's status, counted."""
+        self.stats.refused(method, refusal.code)
+        await context.abort(refusal.code, refusal.details)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def probe(self) -> bool:
         """One ``generate`` of :data:`PROBE_BYTES` (discarded): does the backend answer?"""
         try:
             await self._generate(PROBE_BYTES)
-        except _RefusedError:
+        except RefusedError:
             return False
         return True
+
+    async def self_test(self, backend_timeout_s: float, max_bytes: int) -> float:
+        """Measure the device's rate with a few reads (discarded); return it (0.0: none).
+
+        Reads grow to one token's block (:func:`~qr_entropy_server._stats.self_test_sizes`)
+        and stop after :data:`~qr_entropy_server._stats.SELF_TEST_READ_S` seconds of
+        reading, :data:`~qr_entropy_server._stats.SELF_TEST_BYTES` bytes, a failed read,
+        or before a read that would take a quarter of ``--backend-timeout``.
+        """
+        spent_ns = total = 0
+        for n in self_test_sizes(max_bytes):
+            if spent_ns and n * spent_ns / total > backend_timeout_s * 1e9 / 4:
+                break
+            try:
+                block = await self._generate(n)
+            except RefusedError:
+                break
+            self.stats.read(n, block.started_ns, block.ended_ns)
+            spent_ns += max(1, block.ended_ns - block.started_ns)
+            total += n
+            if spent_ns >= SELF_TEST_READ_S * 1e9 or total >= SELF_TEST_BYTES:
+                break
+        if total:
+            self.stats.fold(block.ended_ns)
+            self._rate = self.stats.rate
+            self._encoder.set_rate(self._rate)
+        return self.stats.bytes_per_second
 
     async def get_entropy(self, payload: bytes, context: _Context) -> bytes:
         """``GetEntropy``: one request, one response."""
         try:
             n, sequence_id = self._request(payload)
-        except _RefusedError as refusal:
-            await context.abort(refusal.code, refusal.details)
+        except RefusedError as refusal:
+            await self._abort(context, 0, refusal)
         try:
-            response = await self._respond(n, sequence_id)
-        except _RefusedError as refusal:
+            response = await self._respond(n, sequence_id, 0)
+        except RefusedError as refusal:
             self.budget.give(n)
-            await context.abort(refusal.code, refusal.details)
+            await self._abort(context, 0, refusal)
         self.budget.hand_over(response, n)
         return response
 
@@ -282,10 +265,14 @@ class EntropyServicer:
         """``StreamEntropy``: answer each request as it arrives, until the client half-closes."""
         limit = self._limits.max_streams
         if self.open_streams >= limit:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this server already has {self.open_streams} open streams, its "
-                f"--max-streams limit; close one, or use GetEntropy",
+            await self._abort(
+                context,
+                1,
+                RefusedError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this server already has {self.open_streams} open streams, its "
+                    f"--max-streams limit; close one, or use GetEntropy",
+                ),
             )
         self.open_streams += 1
         idle_s = self._limits.stream_idle_timeout_s
@@ -302,22 +289,26 @@ class EntropyServicer:
                 except asyncio.CancelledError:
                     if watch is None or not watch.expired():
                         raise
-                    await context.abort(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"stream closed: no request for {idle_s:g} s "
-                        "(--stream-idle-timeout); open a new stream",
+                    await self._abort(
+                        context,
+                        1,
+                        RefusedError(
+                            grpc.StatusCode.UNAVAILABLE,
+                            f"stream closed: no request for {idle_s:g} s "
+                            "(--stream-idle-timeout); open a new stream",
+                        ),
                     )
                 if watch is not None:
                     watch.answering()
                 try:
                     n, sequence_id = self._request(payload)
-                except _RefusedError as refusal:
-                    await context.abort(refusal.code, refusal.details)
+                except RefusedError as refusal:
+                    await self._abort(context, 1, refusal)
                 try:
-                    response = await self._respond(n, sequence_id)
-                except _RefusedError as refusal:
+                    response = await self._respond(n, sequence_id, 1)
+                except RefusedError as refusal:
                     self.budget.give(n)
-                    await context.abort(refusal.code, refusal.details)
+                    await self._abort(context, 1, refusal)
                 self.budget.hand_over(response, n)
                 yield response
                 # The frame must not keep the payload alive until the next request:

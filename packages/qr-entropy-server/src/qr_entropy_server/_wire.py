@@ -4,6 +4,9 @@ Requests: the protobuf runtime parses an int32 field from a 64-bit varint and
 keeps the low 32 bits, so ``bytes_needed = 2**32 + 5`` arrives as 5 without a
 word. :func:`out_of_range_bytes_needed` scans the wire bytes for field 1 and
 reports the value a sender meant when it lies outside int32.
+:func:`overlong_varint` names a varint longer than the 10 bytes a 64-bit value
+needs (which runtimes refuse as "corrupt", or read as 0), so the refusal says
+which field it was and where.
 :func:`parse_request` reads the usual request (fields 1 and 2 as varints,
 ``bytes_needed`` in range) without the generated class; anything else is left
 to the real parser and the scan, which decide as before.
@@ -26,6 +29,7 @@ __all__ = [
     "INT32_MIN",
     "ResponseEncoder",
     "out_of_range_bytes_needed",
+    "overlong_varint",
     "parse_request",
 ]
 
@@ -38,6 +42,8 @@ _BYTES_NEEDED = 1  # field numbers in entropy_service.proto
 _BYTES_NEEDED_KEY = 0x08  # request field 1, varint
 _SEQUENCE_ID_KEY = 0x10  # request field 2, varint
 _DATA_KEY = b"\x0a"  # response field 1, length-delimited
+_MAX_VARINT_BYTES = 10
+_REQUEST_FIELDS = {1: "bytes_needed", 2: "sequence_id"}
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -81,6 +87,54 @@ def out_of_range_bytes_needed(payload: bytes) -> int | None:
                 pos += length
             elif wire_type == 5:
                 pos += 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return None
+
+
+def _varint_bytes(data: bytes, pos: int) -> int:
+    """How many bytes the varint at ``pos`` takes, however many; IndexError if cut short."""
+    start = pos
+    while data[pos] >= 0x80:
+        pos += 1
+    return pos + 1 - start
+
+
+def overlong_varint(payload: bytes) -> str | None:
+    """Name the first varint (a key or a value) longer than 10 bytes in ``payload``.
+
+    Returns:
+        E.g. ``"field 1 (bytes_needed) is a varint of 11 bytes at byte 1; at most
+        10 are allowed"``, or None when there is none before the scan ends (at
+        the end, a cut-short value, or a wire type it cannot step over).
+    """
+    pos = 0
+    end = len(payload)
+    try:
+        while pos < end:
+            size = _varint_bytes(payload, pos)
+            if size > _MAX_VARINT_BYTES:
+                return (
+                    f"the field key at byte {pos} is a varint of {size} bytes; "
+                    f"at most {_MAX_VARINT_BYTES} are allowed"
+                )
+            key, pos = _varint(payload, pos)
+            field, wire_type = key >> 3, key & 7
+            if wire_type in (0, 2):
+                size = _varint_bytes(payload, pos)
+                if size > _MAX_VARINT_BYTES:
+                    name = _REQUEST_FIELDS.get(field, "unknown to EntropyRequest")
+                    what = "value" if wire_type == 0 else "length"
+                    return (
+                        f"field {field} ({name}) has a {what} varint of {size} bytes at byte "
+                        f"{pos}; at most {_MAX_VARINT_BYTES} are allowed"
+                    )
+                value, pos = _varint(payload, pos)
+                pos += value if wire_type == 2 else 0
+            elif wire_type in (1, 5):
+                pos += 8 if wire_type == 1 else 4
             else:
                 return None
     except IndexError:
@@ -152,9 +206,10 @@ class ResponseEncoder:
     """Serialises the ``EntropyResponse`` of one server.
 
     Field 1 (the payload) is framed by hand and joined with the rest, so the
-    payload is copied once. Fields 2 to 5 come from one reused message whose
+    payload is copied once. Fields 2 to 6 come from one reused message whose
     ``device_id`` is set once: two field writes and the runtime's serialiser
-    per response, less work than varints in Python. Not thread-safe: the
+    per response, less work than varints in Python; field 6 (the device's
+    rate) is set only when it changes (:meth:`set_rate`). Not thread-safe: the
     servicer encodes on its event loop only.
 
     Args:
@@ -163,6 +218,10 @@ class ResponseEncoder:
 
     def __init__(self, device_id: str) -> None:
         self._tail = pb2.EntropyResponse(device_id=device_id)
+
+    def set_rate(self, bytes_per_second: int) -> None:
+        """Field 6 of every later response: the device's measured rate (0 leaves it out)."""
+        self._tail.device_bytes_per_second = bytes_per_second
 
     def encode(self, data: bytes, sequence_id: int, stamped_ns: int, started_ns: int = 0) -> bytes:
         """The response's wire bytes, equal to ``SerializeToString()`` of the same fields.

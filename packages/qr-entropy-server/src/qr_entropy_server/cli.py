@@ -26,6 +26,7 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("qr_entropy_server")
 
 READY_PREFIX = "qr-entropy-server listening on "
+METRICS_PREFIX = "qr-entropy-server metrics on "
 API_KEY_ENV = "QR_SERVER_API_KEY"
 _DEFAULTS = ServerOptions()
 
@@ -129,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reflection", action="store_true", help="serve gRPC reflection")
     parser.add_argument(
+        "--metrics-port",
+        type=_typed(int, "a port number"),
+        default=None,
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (0 picks a port; "
+        "default: no endpoint); needs the 'metrics' extra",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        type=_typed(str, "an interface address"),
+        default=_DEFAULTS.metrics_address,
+        help=f"interface of the metrics endpoint ({_DEFAULTS.metrics_address}: this host only)",
+    )
+    parser.add_argument(
         "--api-key",
         default=None,
         help=f"require this key in the call metadata (default: ${API_KEY_ENV}, which keeps "
@@ -172,7 +186,8 @@ def _api_key(flag: str | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT.
 
-    Prints ``qr-entropy-server listening on ADDRESS`` to stdout once serving.
+    Prints ``qr-entropy-server listening on ADDRESS`` to stdout once serving,
+    then, with ``--metrics-port``, ``qr-entropy-server metrics on URL``.
 
     Returns:
         Exit status: 0 after a graceful shutdown, 2 on a configuration error.
@@ -198,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             tls_client_ca=args.tls_client_ca,
             reflection=args.reflection,
             grace_s=args.grace,
+            metrics_port=args.metrics_port,
+            metrics_address=args.metrics_address,
         )
         backend = load_backend(args.backend, device_options(args, args.backend_timeout))
         try:
@@ -205,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException:
             backend.close()
             raise
-        server.serve_until_signal(lambda address: print(f"{READY_PREFIX}{address}", flush=True))
+
+        def ready(address: str) -> None:
+            # The metrics line follows the ready line: readers that wait for the
+            # first line alone are not kept waiting.
+            print(f"{READY_PREFIX}{address}", flush=True)
+            if server.metrics is not None:
+                print(f"{METRICS_PREFIX}{server.metrics.url}", flush=True)
+
+        server.serve_until_signal(ready)
     except EntropyServerError as exc:
         print(f"qr-entropy-server: error: {exc}", file=sys.stderr)
         return 2

@@ -25,12 +25,14 @@ from qr_entropy._exceptions import (
     EntropyUnavailableError,
     QREntropyError,
     RegistryError,
+    SourceConfigurationError,
     SourceLoadError,
     UnknownSourceError,
 )
-from qr_entropy._fallback import FallbackEntropySource
+from qr_entropy._fallback import CONFIGURATION_REASON, FallbackEntropySource
 from qr_entropy._fetch import EntropyFetch
 from qr_entropy._mock import MockUniformSource
+from qr_entropy._probe import ProbeResult
 from qr_entropy._registry import (
     ENTROPY_SOURCES,
     ENTRY_POINT_GROUP,
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from qr_entropy.grpc import QuantumGrpcSource
 
 __all__ = [
+    "CONFIGURATION_REASON",
     "ENTROPY_SOURCES",
     "ENTRY_POINT_GROUP",
     "QR_SETTINGS_CONFIG",
@@ -69,12 +72,14 @@ __all__ = [
     "FallbackMode",
     "GrpcMode",
     "MockUniformSource",
+    "ProbeResult",
     "QREntropyError",
     "QRSettings",
     "QuantumGrpcSource",
     "RegistryError",
     "SettingsError",
     "ShamEntropySource",
+    "SourceConfigurationError",
     "SourceLoadError",
     "SourcesSettings",
     "SystemEntropySource",

@@ -31,8 +31,9 @@ from pydantic import Field, ValidationError
 
 from qr_entropy._build import build_source
 from qr_entropy._config import EntropyConfig
-from qr_entropy._exceptions import ConfigError
+from qr_entropy._exceptions import ConfigError, SourceConfigurationError
 from qr_entropy._fetch import EntropyFetch
+from qr_entropy._probe import ProbeResult
 from qr_entropy._registry import get_source_class
 from qr_entropy._source import EntropySource
 from qr_entropy.settings import QR_SETTINGS_CONFIG, QRSettings, explain_validation, shown
@@ -97,9 +98,11 @@ def parse_sources(text: str, base: EntropyConfig) -> dict[str, EntropyConfig]:
 
     Raises:
         ConfigError: The text is neither a JSON object nor a readable JSON file,
-            an arm name is not allowed, an arm sets an unknown field or a value
-            its field refuses, or names an unknown source. The message names
-            ``QR_SOURCES``, the arm and the field, and the allowed values.
+            an object names a key twice (an arm, or a setting of one: JSON
+            would keep the last silently), an arm name is not allowed, an arm
+            sets an unknown field or a value its field refuses, or names an
+            unknown source. The message names ``QR_SOURCES``, the arm and the
+            field, and the allowed values.
     """
     if not text.strip():
         return {}
@@ -130,9 +133,22 @@ def _load_json(text: str) -> object:
                 f"nor a readable file: {exc.strerror or exc}"
             ) from None
     try:
-        return json.loads(content)
+        return json.loads(content, object_pairs_hook=lambda pairs: _unique(origin, pairs))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{origin} is not valid JSON: {exc}") from None
+
+
+def _unique(origin: str, pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """One JSON object, refused when it names a key twice."""
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ConfigError(
+                f"{origin}: key {key!r} appears twice in one object; JSON would keep only "
+                "the last, so give each arm and each setting once"
+            )
+        found[key] = value
+    return found
 
 
 def _arm_config(name: object, settings: object, base: EntropyConfig) -> EntropyConfig:
@@ -279,6 +295,29 @@ class ArmSources:
                     max_workers=max(1, len(self._arms)), thread_name_prefix="qr-arm"
                 )
             return self._pool
+
+    def probe(self) -> dict[str | None, ProbeResult]:
+        """Probe the default source and every arm (:meth:`EntropySource.probe`), in order.
+
+        Returns:
+            Each source's result (``None``: the default source); a transient
+            fault is a result with ``reachable=False``.
+
+        Raises:
+            SourceConfigurationError: a source's server refuses its configuration;
+                the message names the arm (``arm`` is set), the address and the cause.
+        """
+        results: dict[str | None, ProbeResult] = {}
+        for arm, source in ((None, self._default), *self._arms.items()):
+            try:
+                results[arm] = source.probe()
+            except SourceConfigurationError as exc:
+                if arm is None:
+                    raise
+                raise SourceConfigurationError(
+                    f"{_ENV}: arm {arm!r}: {exc}", address=exc.address, cause=exc.cause, arm=arm
+                ) from exc
+        return results
 
     def health_check(self) -> dict[str, object]:
         """The default source's and every arm's health report."""

@@ -46,7 +46,9 @@ class AmplifierSettings(BaseSettings):
     signal_amplifier_type: str = Field(
         default=_DEFAULTS.signal_amplifier_type, description="QR_SIGNAL_AMPLIFIER_TYPE"
     )
-    sample_count: int = Field(default=_DEFAULTS.sample_count, description="QR_SAMPLE_COUNT")
+    sample_count: int = Field(
+        default=_DEFAULTS.sample_count, ge=1, le=1 << 30, description="QR_SAMPLE_COUNT"
+    )
 
 
 def _amplifier(name: str, sample_count: int) -> SignalAmplifier:

@@ -42,6 +42,16 @@ class CheckReport:
     tests: tuple[StatTest, ...]
     alpha: float
     health: dict[str, object] = field(default_factory=dict)
+    device_bytes_per_second: int | None = None
+    """The device's rate as its server last reported it; ``None`` when not reported."""
+    sample_count: int = 20480
+    """Bytes per token (``QR_SAMPLE_COUNT``) the token rates are given at."""
+
+    @property
+    def device_tokens_per_second(self) -> float | None:
+        """Tokens per second the device supports at :attr:`sample_count`; ``None``: unknown."""
+        rate = self.device_bytes_per_second
+        return None if rate is None else rate / self.sample_count
 
     @property
     def total_bytes(self) -> int:
@@ -68,6 +78,9 @@ class CheckReport:
             "total_bytes": self.total_bytes,
             "seconds": self.seconds,
             "throughput_bytes_per_s": self.throughput_bytes_per_s,
+            "device_bytes_per_second": self.device_bytes_per_second,
+            "sample_count": self.sample_count,
+            "device_tokens_per_second": self.device_tokens_per_second,
             "latency_ms": self.latency_ms,
             "alpha": self.alpha,
             "passed": self.passed,
@@ -94,6 +107,7 @@ def run_check(
     fetches: int = 100,
     alpha: float = 0.01,
     calibration: Calibration | None = None,
+    sample_count: int = 20480,
 ) -> CheckReport:
     """Draw ``fetches`` x ``bytes_per_fetch`` bytes from a bare source and test them.
 
@@ -109,6 +123,8 @@ def run_check(
         fetches: Number of fetches.
         alpha: Significance level of every test.
         calibration: The device calibration (``QR_CALIBRATION_PATH``), or None.
+        sample_count: Bytes per token (``QR_SAMPLE_COUNT``), for the token rate
+            the device supports.
 
     Returns:
         The report.
@@ -123,12 +139,14 @@ def run_check(
         )
     matrix = np.empty((fetches, bytes_per_fetch), dtype=np.uint8)
     latencies = np.empty(fetches, dtype=np.float64)
+    rate: int | None = None
     with create_source(config, source_name) as source:
         for i in range(fetches):
             start = time.perf_counter_ns()
             result = source.fetch(bytes_per_fetch)
             latencies[i] = time.perf_counter_ns() - start
             matrix[i] = np.frombuffer(result.data, dtype=np.uint8)
+            rate = result.device_bytes_per_second or rate
         health = source.health_check()
         name, device_id = source.name, source.device_id
     if calibration is not None:
@@ -155,4 +173,6 @@ def run_check(
         tests=tests,
         alpha=alpha,
         health=health,
+        device_bytes_per_second=rate,
+        sample_count=sample_count,
     )

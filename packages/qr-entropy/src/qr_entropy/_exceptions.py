@@ -5,7 +5,10 @@ without catching unrelated ones::
 
     QREntropyError
     ├── EntropyUnavailableError      a source cannot deliver bytes now (the only
-    │                                error FallbackEntropySource catches)
+    │   │                            error FallbackEntropySource catches)
+    │   └── SourceConfigurationError its server refuses this configuration: a
+    │                                retry cannot fix it (wrong key, CA, method,
+    │                                layout); fallback reason "configuration"
     ├── ConfigError (ValueError)     a bad setting or per-request override; names
     │   │                            the key and the allowed values
     │   └── UnknownSourceError       a source name nobody registered; lists the known names
@@ -25,6 +28,7 @@ __all__ = [
     "EntropyUnavailableError",
     "QREntropyError",
     "RegistryError",
+    "SourceConfigurationError",
     "SourceLoadError",
     "UnknownSourceError",
 ]
@@ -41,6 +45,37 @@ class EntropyUnavailableError(QREntropyError):
     a short read, a failed health test). ``FallbackEntropySource`` catches this
     error and nothing else.
     """
+
+
+class SourceConfigurationError(EntropyUnavailableError):
+    """The source's server refuses this client's configuration: no retry can fix it.
+
+    A configuration-class failure, as opposed to a transient one (a server that
+    is down, a deadline): a wrong or missing API key (UNAUTHENTICATED), a refused
+    permission (PERMISSION_DENIED), a method the server does not have
+    (UNIMPLEMENTED), a request it refuses (INVALID_ARGUMENT), a TLS certificate
+    that fails verification or names another host, TLS against a plaintext
+    port, or a response layout the server does not speak.
+
+    At start-up :meth:`EntropySource.probe` raises it. During a run
+    :class:`FallbackEntropySource` still falls back where ``QR_FALLBACK_MODE``
+    allows, with ``fallback_reason="configuration"``, and logs an ERROR at least
+    once a minute while it lasts.
+
+    Args:
+        message: What failed, naming the address and the cause.
+        address: The server's address ("" when the source has none).
+        cause: The cause alone, in words.
+        arm: The experiment arm (``QR_SOURCES``) whose source it is, if any.
+    """
+
+    def __init__(
+        self, message: str, *, address: str = "", cause: str = "", arm: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.address = address
+        self.cause = cause or message
+        self.arm = arm
 
 
 class ConfigError(QREntropyError, ValueError):

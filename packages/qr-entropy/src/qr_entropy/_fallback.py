@@ -6,14 +6,22 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from qr_entropy._exceptions import EntropyUnavailableError
+from qr_entropy._exceptions import EntropyUnavailableError, SourceConfigurationError
 from qr_entropy._fetch import EntropyFetch
+from qr_entropy._probe import ProbeResult
 from qr_entropy._source import EntropySource, check_byte_count
 
-__all__ = ["FallbackEntropySource"]
+__all__ = ["CONFIGURATION_REASON", "ERROR_INTERVAL_S", "FallbackEntropySource"]
 
 logger = logging.getLogger(__name__)
+
+CONFIGURATION_REASON = "configuration"
+"""``EntropyFetch.fallback_reason`` of a fetch that fell back because the primary's
+server refuses this configuration (:class:`~qr_entropy.SourceConfigurationError`)."""
+ERROR_INTERVAL_S = 60.0
+"""While a configuration-class failure lasts, an ERROR is logged at least this often."""
 
 
 class FallbackEntropySource(EntropySource):
@@ -26,13 +34,28 @@ class FallbackEntropySource(EntropySource):
     warning when it starts and once at info level when the primary recovers,
     not once per fetch.
 
+    A configuration-class failure (:class:`~qr_entropy.SourceConfigurationError`:
+    a wrong key or CA, a method or layout the server does not speak) falls back
+    the same way where the mode allows, with ``fallback_reason="configuration"``
+    (:data:`CONFIGURATION_REASON`), and is logged as an ERROR when it starts and
+    again every :data:`ERROR_INTERVAL_S` seconds while fetches still meet it,
+    in mode ``error`` too.
+
     Args:
         primary: The configured source.
         fallback: The source used while ``primary`` is unavailable, or
             ``None`` to re-raise (``QR_FALLBACK_MODE=error``).
+        clock: Monotonic clock in seconds that spaces the ERROR lines (tests
+            pass one they move).
     """
 
-    def __init__(self, primary: EntropySource, fallback: EntropySource | None) -> None:
+    def __init__(
+        self,
+        primary: EntropySource,
+        fallback: EntropySource | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._primary = primary
         self._fallback = fallback
         self._lock = threading.Lock()
@@ -40,6 +63,8 @@ class FallbackEntropySource(EntropySource):
         self._outage_fetches = 0
         self._fallback_fetches = 0
         self._last_source_used = primary.name
+        self._clock = clock
+        self._error_logged_at: float | None = None  # last ERROR of a configuration failure
 
     @property
     def name(self) -> str:
@@ -100,6 +125,9 @@ class FallbackEntropySource(EntropySource):
             result = self._primary.fetch(n)
         except EntropyUnavailableError as exc:
             reason = f"{self._primary.name}: {type(exc).__name__}: {exc}"
+            if isinstance(exc, SourceConfigurationError):
+                self._configuration_error(reason)
+                reason = CONFIGURATION_REASON
             self._enter_outage(reason)
             if self._fallback is None:
                 raise
@@ -115,6 +143,32 @@ class FallbackEntropySource(EntropySource):
             self._leave_outage()
         self._last_source_used = result.source
         return result
+
+    def _configuration_error(self, detail: str) -> None:
+        """Log an ERROR when a configuration failure starts, then at most once a minute."""
+        now = self._clock()
+        with self._lock:
+            last = self._error_logged_at
+            if last is not None and now - last < ERROR_INTERVAL_S:
+                return
+            self._error_logged_at = now
+        target = self._fallback.name if self._fallback is not None else "nothing (mode 'error')"
+        logger.error(
+            "Entropy source %r refuses this configuration; a retry cannot fix it (falling "
+            "back to %s, fallback_reason %r): %s",
+            self._primary.name,
+            target,
+            CONFIGURATION_REASON,
+            detail,
+        )
+
+    def probe(self) -> ProbeResult:
+        """The primary's start-up probe (:meth:`EntropySource.probe`); never the fallback.
+
+        Raises:
+            SourceConfigurationError: the primary's server refuses this configuration.
+        """
+        return self._primary.probe()
 
     def _enter_outage(self, reason: str) -> None:
         with self._lock:
@@ -135,6 +189,7 @@ class FallbackEntropySource(EntropySource):
             if not self._in_outage:
                 return
             self._in_outage = False
+            self._error_logged_at = None
             failed = self._outage_fetches
             self._outage_fetches = 0
         logger.info(

@@ -38,3 +38,13 @@ class EntropyFetch:
     """Why the primary failed, when ``fallback`` is ``True``."""
     response_count: int = 1
     """How many server responses the bytes came in (``sequence_id`` is the first's)."""
+    read_started_ns: int | None = None
+    """When the server's fresh read for these bytes began (``EntropyResponse`` field 5:
+    after the request arrived, right before the server called its backend, which first
+    discards what the device had buffered); with several responses the earliest.
+    ``None`` when the server does not say (local sources, an older server, a response
+    layout without the field): never invented."""
+    device_bytes_per_second: int | None = None
+    """The device's sustained rate in bytes per second as the server measures it
+    (``EntropyResponse`` field 6: a self-test at start, then its served reads): the
+    entropy budget. ``None`` when the server does not report it."""

@@ -4,13 +4,15 @@ Set by ``QR_GRPC_RESPONSE_LAYOUT``: a preset name or an explicit field map.
 Here, below both its users: ``EntropyConfig`` refuses a bad layout when the
 settings are read, and the gRPC client decodes each response by it.
 
-- ``qr_entropy`` (default): ``data=1, sequence_id=2, timestamp_ns=3, device_id=4``
-  (``qr_entropy.EntropyService``, the reference server).
+- ``qr_entropy`` (default): ``data=1, sequence_id=2, timestamp_ns=3, device_id=4,
+  read_started_ns=5, device_bytes_per_second=6`` (``qr_entropy.EntropyService``,
+  the reference server; fields 5 and 6 are absent from an older one's responses).
 - ``qrng``: ``data=1, timestamp_us=2, device_id=3`` (the public
   ``qrng.QuantumRNG`` service: ``RandomResponse { bytes data = 1; uint64
   timestamp = 2; string device_id = 3; }``, timestamp in epoch microseconds).
 - ``bytes_only``: ``data=1``.
-- a map such as ``data=1,sequence_id=2,timestamp_us=3,device_id=4``.
+- a map such as ``data=1,sequence_id=2,timestamp_us=3,device_id=4`` (roles
+  ``read_started_ns`` and ``device_bytes_per_second`` may be mapped too).
 
 Only declared fields are read; the rest of a response is skipped. A layout
 without a ``sequence_id`` field cannot detect a stale reply by its echo (the
@@ -28,7 +30,15 @@ from qr_entropy._exceptions import ConfigError
 __all__ = ["LAYOUT_ENV_VAR", "PRESETS", "ResponseLayout", "parse_layout"]
 
 LAYOUT_ENV_VAR = "QR_GRPC_RESPONSE_LAYOUT"
-_ROLES = ("data", "sequence_id", "timestamp_ns", "timestamp_us", "device_id")
+_ROLES = (
+    "data",
+    "sequence_id",
+    "timestamp_ns",
+    "timestamp_us",
+    "device_id",
+    "read_started_ns",
+    "device_bytes_per_second",
+)
 # Protobuf field numbers: 1 .. 2**29 - 1, without the range reserved for the implementation.
 _MAX_FIELD = 2**29 - 1
 _RESERVED = range(19000, 20000)
@@ -50,6 +60,10 @@ class ResponseLayout:
     """Nanoseconds per unit of ``timestamp`` (1 for ns, 1000 for us)."""
     device_id: int | None = None
     """Field holding the device id (UTF-8 string)."""
+    read_started: int | None = None
+    """Field holding when the server's fresh read began, epoch ns (varint)."""
+    device_rate: int | None = None
+    """Field holding the device's measured rate, bytes per second (varint)."""
     roles: Mapping[int, str] = field(init=False, repr=False, compare=False)
     """Each declared field number and the role it plays (one lookup per field
     when decoding, on the fetch's critical path)."""
@@ -61,6 +75,8 @@ class ResponseLayout:
             (self.sequence_id, "sequence_id"),
             (self.timestamp, stamp),
             (self.device_id, "device_id"),
+            (self.read_started, "read_started_ns"),
+            (self.device_rate, "device_bytes_per_second"),
         )
         roles: dict[int, str] = {}
         for number, role in declared:
@@ -70,7 +86,15 @@ class ResponseLayout:
 
 
 PRESETS: dict[str, ResponseLayout] = {
-    "qr_entropy": ResponseLayout("qr_entropy", data=1, sequence_id=2, timestamp=3, device_id=4),
+    "qr_entropy": ResponseLayout(
+        "qr_entropy",
+        data=1,
+        sequence_id=2,
+        timestamp=3,
+        device_id=4,
+        read_started=5,
+        device_rate=6,
+    ),
     "qrng": ResponseLayout("qrng", data=1, timestamp=2, timestamp_scale_ns=1000, device_id=3),
     "bytes_only": ResponseLayout("bytes_only", data=1),
 }
@@ -125,4 +149,6 @@ def parse_layout(text: str) -> ResponseLayout:
         timestamp=numbers.get("timestamp_us" if micro else "timestamp_ns"),
         timestamp_scale_ns=1000 if micro else 1,
         device_id=numbers.get("device_id"),
+        read_started=numbers.get("read_started_ns"),
+        device_rate=numbers.get("device_bytes_per_second"),
     )

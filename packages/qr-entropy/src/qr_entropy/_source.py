@@ -7,8 +7,13 @@ from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from qr_entropy._exceptions import ByteCountError, EntropyUnavailableError
+from qr_entropy._exceptions import (
+    ByteCountError,
+    EntropyUnavailableError,
+    SourceConfigurationError,
+)
 from qr_entropy._fetch import EntropyFetch
+from qr_entropy._probe import ProbeResult
 
 if TYPE_CHECKING:
     from qr_entropy._config import EntropyConfig
@@ -121,6 +126,37 @@ class EntropySource(ABC):
             requested_ns=requested_ns,
             generated_ns=received_ns,
             received_ns=received_ns,
+        )
+
+    def probe(self) -> ProbeResult:
+        """Check at start-up that the source delivers: fetch one byte (discarded).
+
+        Sources with a server override this to make one call outside their
+        circuit breaker. Call it once per source (per arm) before serving.
+
+        Returns:
+            ``reachable=True``, or ``reachable=False`` with ``detail`` for a
+            transient fault (a server that is down, a deadline): the caller
+            starts with a warning, or refuses if its settings ask it to.
+
+        Raises:
+            SourceConfigurationError: a configuration-class failure (wrong API
+                key, CA, host name, method, layout); its message names the
+                address and the cause.
+        """
+        start = time.perf_counter()
+        try:
+            fetch = self.fetch(1)
+        except SourceConfigurationError:
+            raise
+        except EntropyUnavailableError as exc:
+            return ProbeResult(self.name, False, detail=str(exc))
+        return ProbeResult(
+            self.name,
+            True,
+            device_id=fetch.device_id,
+            device_bytes_per_second=fetch.device_bytes_per_second,
+            latency_s=time.perf_counter() - start,
         )
 
     def health_check(self) -> dict[str, object]:

@@ -229,6 +229,7 @@ def _render(report: CheckReport) -> str:
         f"throughput     {report.throughput_bytes_per_s / 1e6:.3f} MB/s",
         f"latency/fetch  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
         f"p99 {lat['p99']:.3f} ms  max {lat['max']:.3f} ms",
+        _device_rate(report),
         f"tests          alpha {report.alpha} each, p-values by scipy",
     ]
     for test in report.tests:
@@ -239,6 +240,22 @@ def _render(report: CheckReport) -> str:
         )
     lines.append(f"result         {'PASS' if report.passed else 'FAIL'}")
     return "\n".join(lines)
+
+
+def _device_rate(report: CheckReport) -> str:
+    """The entropy budget: the server's device rate and the tokens per second it supports."""
+    at = f"at QR_SAMPLE_COUNT={report.sample_count}"
+    tokens = report.device_tokens_per_second
+    if report.device_bytes_per_second is None or tokens is None:
+        drawn = report.throughput_bytes_per_s / report.sample_count
+        return (
+            f"device rate    not reported by the source; the throughput above supports "
+            f"{drawn:,.1f} tokens/s {at}"
+        )
+    return (
+        f"device rate    {report.device_bytes_per_second / 1e6:.3f} MB/s (measured by the "
+        f"server) supports {tokens:,.1f} tokens/s {at}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fetches=args.samples,
             alpha=args.alpha,
             calibration=calibration,
+            sample_count=AmplifierSettings().sample_count,
         )
     except (QREntropyError, ValueError) as exc:
         print(f"qr-entropy check: {type(exc).__name__}: {exc}", file=sys.stderr)

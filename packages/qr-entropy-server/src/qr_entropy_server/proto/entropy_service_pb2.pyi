@@ -60,6 +60,7 @@ class EntropyResponse(_message.Message):
     GENERATION_TIMESTAMP_NS_FIELD_NUMBER: _builtins.int
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     READ_STARTED_NS_FIELD_NUMBER: _builtins.int
+    DEVICE_BYTES_PER_SECOND_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     """Freshly generated random bytes."""
     sequence_id: _builtins.int
@@ -80,6 +81,15 @@ class EntropyResponse(_message.Message):
     one USB packet). Same clock as generation_timestamp_ns. 0 from a server
     that predates the field; a client that does not know field 5 skips it.
     """
+    device_bytes_per_second: _builtins.int
+    """The device's sustained rate in bytes per second, as this server measures
+    it: a short self-test at start, then the reads that serve requests (bytes
+    over the time the backend spent reading them, the last minute weighing
+    most). The entropy budget: at 20,480 bytes per token a device supplies
+    device_bytes_per_second / 20480 tokens per second. 0 while not measured
+    yet, and from a server that predates the field; a client that does not
+    know field 6 skips it.
+    """
     def __init__(
         self,
         *,
@@ -88,10 +98,11 @@ class EntropyResponse(_message.Message):
         generation_timestamp_ns: _builtins.int = ...,
         device_id: _builtins.str = ...,
         read_started_ns: _builtins.int = ...,
+        device_bytes_per_second: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "device_id", b"device_id", "generation_timestamp_ns", b"generation_timestamp_ns", "read_started_ns", b"read_started_ns", "sequence_id", b"sequence_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "device_bytes_per_second", b"device_bytes_per_second", "device_id", b"device_id", "generation_timestamp_ns", b"generation_timestamp_ns", "read_started_ns", b"read_started_ns", "sequence_id", b"sequence_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -15,7 +15,12 @@ from qr_entropy.grpc._breaker import (
     CircuitBreaker,
     CircuitOpenError,
 )
-from qr_entropy.grpc._errors import GrpcEntropyError, ProtocolMismatchError, WireFormatError
+from qr_entropy.grpc._errors import (
+    GrpcConfigurationError,
+    GrpcEntropyError,
+    ProtocolMismatchError,
+    WireFormatError,
+)
 from qr_entropy.grpc._source import QuantumGrpcSource
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpenError",
+    "GrpcConfigurationError",
     "GrpcEntropyError",
     "ProtocolMismatchError",
     "QuantumGrpcSource",

@@ -79,17 +79,13 @@ class ChannelSettings:
         """Validate and read everything the channel needs.
 
         Raises:
-            ConfigError: bad method path or header, unreadable TLS file, a client
+            ConfigError: bad method path, unreadable TLS file, a client
                 certificate without its key, or TLS files without ``grpc_tls``.
         """
         stream_path = config.grpc_stream_method_path
         if stream_path:
             _check_method_path("grpc_stream_method_path", stream_path)
-        header = config.grpc_api_key_header
-        if header != header.lower() or not header.isascii() or header.startswith(":"):
-            raise ConfigError(
-                f"grpc_api_key_header={header!r}: gRPC metadata keys are lower-case ASCII"
-            )
+        header = config.grpc_api_key_header  # its characters are checked when it loads
         key = config.grpc_api_key.get_secret_value()
         tls_files = (config.grpc_tls_ca_file, config.grpc_tls_cert_file, config.grpc_tls_key_file)
         if not config.grpc_tls and any(tls_files):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -9,8 +10,9 @@ import time
 from collections.abc import Callable
 
 from qr_entropy._config import EntropyConfig
-from qr_entropy._exceptions import EntropyUnavailableError
+from qr_entropy._exceptions import EntropyUnavailableError, SourceConfigurationError
 from qr_entropy._fetch import EntropyFetch
+from qr_entropy._probe import ProbeResult
 from qr_entropy._registry import register_entropy_source
 from qr_entropy._source import EntropySource, check_byte_count
 from qr_entropy.grpc._breaker import (
@@ -20,7 +22,7 @@ from qr_entropy.grpc._breaker import (
     CircuitOpenError,
 )
 from qr_entropy.grpc._channel import ChannelSettings
-from qr_entropy.grpc._errors import GrpcEntropyError
+from qr_entropy.grpc._errors import GrpcConfigurationError, GrpcEntropyError
 from qr_entropy.grpc._replies import Reply
 from qr_entropy.grpc._transports import TRANSPORTS, SyncTransport
 
@@ -43,14 +45,16 @@ class QuantumGrpcSource(EntropySource):
     failures with a retryable status are retried ``grpc_retry_count`` times
     within one fetch and then raise :class:`EntropyUnavailableError` (the
     fallback's cue); an adaptive circuit breaker sets each call's deadline and
-    stops calling a failing server. Safe to use from several threads.
+    stops calling a failing server. A configuration-class failure (wrong key,
+    CA, host name, method, layout) raises a :class:`GrpcConfigurationError`
+    at once, and so does the open circuit it caused. :meth:`probe` checks the
+    server at start-up. Safe to use from several threads.
 
     Args:
         config: Settings; the environment (``QR_*``) when omitted.
         clock: Monotonic clock in seconds that times the circuit's recovery
-            window (``cb_recovery_window_s``). Tests pass one they move
-            themselves (:class:`qr_entropy.grpc.testing.ManualClock`) instead of
-            waiting the window out.
+            window (``cb_recovery_window_s``); tests move theirs by hand
+            (:class:`qr_entropy.grpc.testing.ManualClock`).
 
     Raises:
         ConfigError: Bad method path, API-key header or TLS files.
@@ -74,6 +78,7 @@ class QuantumGrpcSource(EntropySource):
             )
             self._mode = "unary"
         self._retries = config.grpc_retry_count
+        self._timeout_s = config.grpc_timeout_ms / 1000.0
         self._recovery_s = config.cb_recovery_window_s
         self._breaker = CircuitBreaker(
             ceiling_ms=config.grpc_timeout_ms,
@@ -91,6 +96,8 @@ class QuantumGrpcSource(EntropySource):
         self._closed = False
         self._device_id = ""
         self._last_error: str | None = None
+        # The configuration-class failure of the latest call; None after any other outcome.
+        self._misconfigured: GrpcConfigurationError | None = None
 
     @classmethod
     def from_config(cls, config: EntropyConfig) -> QuantumGrpcSource:
@@ -173,11 +180,15 @@ class QuantumGrpcSource(EntropySource):
                 generated_ns=reply.generated_ns,
                 received_ns=time.time_ns(),
                 response_count=reply.responses,
+                read_started_ns=reply.read_started_ns,
+                device_bytes_per_second=reply.device_bytes_per_second,
             )
         replies = [self._request(min(size, n - start)) for start in range(0, n, size)]
         received_ns = time.time_ns()
         first = replies[0]
         stamps = [r.generated_ns for r in replies if r.generated_ns is not None]
+        starts = [r.read_started_ns for r in replies if r.read_started_ns is not None]
+        rates = [r.device_bytes_per_second for r in replies if r.device_bytes_per_second]
         return EntropyFetch(
             data=first.data if len(replies) == 1 else b"".join(r.data for r in replies),
             source=self.name,
@@ -187,6 +198,8 @@ class QuantumGrpcSource(EntropySource):
             generated_ns=min(stamps) if stamps else None,
             received_ns=received_ns,
             response_count=sum(r.responses for r in replies),
+            read_started_ns=min(starts) if starts else None,
+            device_bytes_per_second=rates[-1] if rates else None,
         )
 
     def _request(self, n: int) -> Reply:
@@ -196,9 +209,17 @@ class QuantumGrpcSource(EntropySource):
         while attempts > 0:
             try:
                 admission = self._breaker.acquire(n, full=full)
-            except CircuitOpenError:
+            except CircuitOpenError as exc:
                 if error is not None:
                     raise error from None  # the circuit opened on this fetch's own failures
+                cause = self._misconfigured
+                if cause is not None:  # the circuit opened on a configuration-class failure
+                    raise GrpcConfigurationError(
+                        f"{exc}; after: {cause}",
+                        code=cause.code,
+                        address=cause.address,
+                        cause=cause.cause,
+                    ) from None
                 raise
             try:
                 transport = self._started()
@@ -219,6 +240,7 @@ class QuantumGrpcSource(EntropySource):
                 elapsed = time.perf_counter() - start
                 opened = self._breaker.record_failure(admission, elapsed, timed_out=exc.timed_out)
                 self._last_error = str(exc)
+                self._misconfigured = exc if isinstance(exc, GrpcConfigurationError) else None
                 error = exc
                 # A deadline learnt from recent calls ran out: the server is slower than
                 # it was, not gone. Ask it again at the configured timeout, without
@@ -250,6 +272,7 @@ class QuantumGrpcSource(EntropySource):
                         "quantum_grpc source closed during the call"
                     ) from exc
                 raise
+            self._misconfigured = None
             if self._breaker.record_success(admission, time.perf_counter() - start):
                 logger.info(
                     "circuit closed for %s: the server answers again", self._settings.address
@@ -260,9 +283,46 @@ class QuantumGrpcSource(EntropySource):
         assert error is not None
         raise error
 
+    def probe(self) -> ProbeResult:
+        """At start-up: one call for one byte (discarded) at ``grpc_timeout_ms``, in the
+        configured mode, outside the circuit breaker, no retry.
+
+        Returns:
+            ``reachable=True`` with the device id and rate the server reports,
+            or ``reachable=False`` with the fault for a transient one (the
+            server is down, a deadline, another status).
+
+        Raises:
+            GrpcConfigurationError: a configuration-class failure (also a
+                :class:`~qr_entropy.SourceConfigurationError`): the message names
+                the address and the cause.
+            EntropyUnavailableError: the source is closed.
+        """
+        transport = self._started()
+        start = time.perf_counter()
+        try:
+            reply = transport.request(1, next(self._sequence), self._timeout_s)
+        except GrpcEntropyError as exc:
+            if isinstance(exc, SourceConfigurationError):
+                raise
+            if exc.code == "UNAVAILABLE":
+                self._discard(transport)
+            return ProbeResult(self.name, False, self._settings.address, detail=str(exc))
+        if reply.device_id:
+            self._device_id = reply.device_id
+        return ProbeResult(
+            self.name,
+            True,
+            self._settings.address,
+            device_id=reply.device_id,
+            device_bytes_per_second=reply.device_bytes_per_second,
+            latency_s=time.perf_counter() - start,
+        )
+
     def health_check(self) -> dict[str, object]:
         """Report transport, breaker state, latency and counts; never the API key."""
-        snap = self._breaker.snapshot()
+        breaker = dataclasses.asdict(self._breaker.snapshot())
+        misconfigured = self._misconfigured
         return {
             "source": self.name,
             "healthy": self.is_available,
@@ -273,18 +333,10 @@ class QuantumGrpcSource(EntropySource):
             "tls": self._settings.tls,
             "authenticated": self._settings.authenticated,
             "device_id": self._device_id,
-            "circuit_state": snap.state.value,
-            "p99_ms": snap.p99_ms,
-            "timeout_ms": snap.timeout_ms,
-            "window_count": snap.window_count,
-            "consecutive_failures": snap.consecutive_failures,
-            "total_successes": snap.total_successes,
-            "total_failures": snap.total_failures,
-            "total_timeouts": snap.total_timeouts,
-            "total_rejected": snap.total_rejected,
-            "times_opened": snap.times_opened,
-            "total_stale": snap.total_stale,
+            "circuit_state": breaker.pop("state").value,
+            **breaker,  # p99_ms, timeout_ms, window_count, the counts
             "last_error": self._last_error,
+            "configuration_error": None if misconfigured is None else str(misconfigured),
         }
 
     def close(self) -> None:

@@ -11,6 +11,13 @@ in the heap until its deadline, so during a run of fetches (each arming a
 deadline later than the last) the thread sleeps until the oldest one, wakes
 about once per deadline period, drops what is due, and is never notified: the
 read itself never waits for this thread.
+
+The thread cannot die: every source of the process depends on it for its
+deadlines. A failure inside its own loop (not only in an action) is logged
+(at most once per :data:`LOG_INTERVAL_S`, with the count) and counted in
+:attr:`Watchdog.failures`, and the loop goes on after :data:`RETRY_S`. A wait
+is capped at ``threading.TIMEOUT_MAX``, so a deadline however far away cannot
+overflow it.
 """
 
 from __future__ import annotations
@@ -23,9 +30,14 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Alarm", "Watchdog", "shared_watchdog"]
+__all__ = ["LOG_INTERVAL_S", "RETRY_S", "Alarm", "Watchdog", "shared_watchdog"]
 
 logger = logging.getLogger(__name__)
+
+RETRY_S = 0.01
+"""After a failure of its own loop, the thread looks at the alarms again after this long."""
+LOG_INTERVAL_S = 60.0
+"""Failures of the loop are logged at most once per this many seconds."""
 
 
 class Alarm:
@@ -64,6 +76,10 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self.fired = 0
         """Alarms whose action ran (for tests and health)."""
+        self.failures = 0
+        """Failures of the thread's own loop it survived (for tests and health)."""
+        self._logged_at = -math.inf
+        self._unlogged = 0
 
     def arm(self, timeout_s: float, action: Callable[[], object]) -> Alarm:
         """Run ``action`` on the watchdog thread in ``timeout_s`` unless disarmed before."""
@@ -101,22 +117,50 @@ class Watchdog:
     def _run(self) -> None:
         with self._cond:
             while True:
-                due = self._due()
-                if due:
-                    self.fired += len(due)
-                    # Outside the lock: an action (a gRPC cancel) takes grpc's own locks.
-                    self._cond.release()
+                try:
+                    self._step()
+                except Exception:
+                    # Held again here: Condition.wait and _step's finally re-acquire it.
+                    self._survived()
+                    self._wake_at = -math.inf  # arm() need not notify: the retry is soon
+                    self._cond.wait(RETRY_S)
+
+    def _step(self) -> None:
+        """Run what is due, or wait until the next deadline (called with the lock held)."""
+        due = self._due()
+        if due:
+            self.fired += len(due)
+            # Outside the lock: an action (a gRPC cancel) takes grpc's own locks.
+            self._cond.release()
+            try:
+                for alarm in due:
                     try:
-                        for alarm in due:
-                            try:
-                                alarm.action()
-                            except Exception:
-                                # The thread must outlive one bad action: later alarms depend on it.
-                                logger.exception("watchdog action failed")
-                    finally:
-                        self._cond.acquire()
-                    continue
-                self._cond.wait(None if not self._heap else self._wake_at - self._clock())
+                        alarm.action()
+                    except Exception:
+                        # The thread must outlive one bad action: later alarms depend on it.
+                        logger.exception("watchdog action failed")
+            finally:
+                self._cond.acquire()
+            return
+        if not self._heap:
+            self._cond.wait()
+            return
+        self._cond.wait(min(self._wake_at - self._clock(), threading.TIMEOUT_MAX))
+
+    def _survived(self) -> None:
+        """Count and log (rate-limited) a failure of the loop itself."""
+        self.failures += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_INTERVAL_S:
+            logger.exception(
+                "watchdog %s: its loop failed (%d time(s) since the last report); it goes on, "
+                "the deadlines of every source depend on it",
+                self._name,
+                self._unlogged,
+            )
+            self._logged_at = now
+            self._unlogged = 0
 
 
 _shared: Watchdog | None = None

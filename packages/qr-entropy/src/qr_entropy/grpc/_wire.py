@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 
 from qr_entropy._response_layout import PRESETS, ResponseLayout
-from qr_entropy.grpc._errors import WireFormatError
+from qr_entropy.grpc._errors import LayoutMismatchError, WireFormatError
 
 __all__ = ["WireResponse", "decode_response", "encode_request"]
 
@@ -36,6 +36,10 @@ class WireResponse:
     """Generation time in epoch nanoseconds; ``None`` when absent."""
     device_id: str
     """The device id; "" when absent."""
+    read_started_ns: int | None = None
+    """When the server's fresh read began, epoch nanoseconds; ``None`` when absent."""
+    device_bytes_per_second: int | None = None
+    """The server's measured device rate, bytes per second; ``None`` when absent."""
 
 
 def _varint(value: int) -> bytes:
@@ -85,9 +89,11 @@ def _signed64(value: int) -> int:
 _WIRE_NAMES = {_VARINT: "a varint", _I64: "fixed64", _LEN: "length-delimited", _I32: "fixed32"}
 
 
-def _wrong_type(layout: ResponseLayout, field: int, role: str, wire_type: int) -> WireFormatError:
+def _wrong_type(
+    layout: ResponseLayout, field: int, role: str, wire_type: int
+) -> LayoutMismatchError:
     expected = "length-delimited" if role in ("data", "device_id") else "a varint"
-    return WireFormatError(
+    return LayoutMismatchError(
         f"field {field} ({role}) of response layout {layout.name!r} arrived as "
         f"{_WIRE_NAMES[wire_type]}, expected {expected} (QR_GRPC_RESPONSE_LAYOUT)"
     )
@@ -102,14 +108,16 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
 
     Returns:
         Its fields; a field the layout lacks, or that the server left at its
-        proto3 default (0, empty), is absent: ``sequence_id`` 0, ``generated_ns``
-        ``None``, ``device_id`` "". A repeated scalar field keeps its last value,
-        as protobuf does.
+        proto3 default (0, empty), is absent: ``sequence_id`` 0, ``generated_ns``,
+        ``read_started_ns`` and ``device_bytes_per_second`` ``None``,
+        ``device_id`` "". A repeated scalar field keeps its last value, as
+        protobuf does.
 
     Raises:
-        WireFormatError: truncated data, an unknown wire type, a declared field
-            with another wire type (naming the field, the layout and what
-            arrived), or a ``device_id`` that is not UTF-8.
+        LayoutMismatchError: a declared field with another wire type (naming
+            the field, the layout and what arrived).
+        WireFormatError: truncated data, an unknown wire type, or a
+            ``device_id`` that is not UTF-8.
     """
     buf = bytes(payload)  # a no-op for the bytes grpc hands over
     end = len(buf)
@@ -118,6 +126,8 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
     sequence_id = 0
     timestamp = 0
     device_id = ""
+    read_started = 0
+    rate = 0
     roles = layout.roles
     # One-byte varints (every tag, most values) are read inline: this runs once per
     # fetch on the caller's critical path, where each Python call counts.
@@ -141,6 +151,10 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
                 sequence_id = _signed64(value)
             elif role is not None and role.startswith("timestamp"):
                 timestamp = _signed64(value)
+            elif role == "read_started_ns":
+                read_started = _signed64(value)
+            elif role == "device_bytes_per_second":
+                rate = _signed64(value)
             elif role is not None:
                 raise _wrong_type(layout, field, role, wire_type)
         elif wire_type == _LEN:
@@ -175,4 +189,11 @@ def decode_response(payload: bytes, layout: ResponseLayout = QR_ENTROPY) -> Wire
         else:
             raise WireFormatError(f"unsupported wire type {wire_type} for field {field}")
     generated_ns = timestamp * layout.timestamp_scale_ns if timestamp else None
-    return WireResponse(data, sequence_id, generated_ns, device_id)
+    return WireResponse(
+        data,
+        sequence_id,
+        generated_ns,
+        device_id,
+        read_started or None,
+        rate if rate > 0 else None,
+    )

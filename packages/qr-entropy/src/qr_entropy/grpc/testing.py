@@ -13,6 +13,8 @@ Steering:
 - :func:`public_api_only`: streaming transports built inside the block run on
   grpcio's public API, as on a grpcio whose core layer is missing or changed
   (the fallback).
+- :func:`failing_watchdog`: the process-wide watchdog's own loop fails inside
+  the block (a fault injected to show that the thread survives it).
 
 Looking:
 
@@ -21,6 +23,7 @@ Looking:
 - :func:`transport_state`: the mode, call layer and counters of a source's transport.
 - :func:`open_core_calls`: calls on grpcio's core layer not released yet (a leak check).
 - :func:`watchdog_alarms_fired`: bidi reads the process-wide watchdog ended.
+- :func:`watchdog_failures`: failures of the watchdog's own loop it survived.
 
 The parts a fetch is made of, to time them alone (``benchmarks/bench_grpc.py``):
 :class:`CoreCall` (one bidirectional call on grpcio's core layer, as the client
@@ -31,7 +34,9 @@ exchange on a source's transport, without breaker and provenance).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -59,11 +64,13 @@ __all__ = [
     "core_layer_usable",
     "decode_response",
     "encode_request",
+    "failing_watchdog",
     "open_core_calls",
     "public_api_only",
     "transport_request",
     "transport_state",
     "watchdog_alarms_fired",
+    "watchdog_failures",
 ]
 
 
@@ -153,3 +160,34 @@ def transport_request(
 def watchdog_alarms_fired() -> int:
     """Bidi reads that the process-wide watchdog ended at their deadline, so far."""
     return shared_watchdog().fired
+
+
+def watchdog_failures() -> int:
+    """Failures of the process-wide watchdog's own loop that it survived, so far."""
+    return shared_watchdog().failures
+
+
+@contextlib.contextmanager
+def failing_watchdog(times: int = 1) -> Iterator[Callable[[], int]]:
+    """Make the process-wide watchdog's own loop fail ``times`` times inside the block.
+
+    Its clock raises ``RuntimeError`` when the watchdog's thread reads it (the
+    callers that arm alarms read the real clock), as an overflow in its wait once
+    killed the thread. Yields a function returning how many failures were injected.
+    """
+    watchdog = shared_watchdog()
+    real = watchdog._clock
+    left = [times]
+    name = watchdog._name
+
+    def clock() -> float:
+        if left[0] > 0 and threading.current_thread().name == name:
+            left[0] -= 1
+            raise RuntimeError("injected failure of the watchdog's loop (test)")
+        return real()
+
+    watchdog._clock = clock
+    try:
+        yield lambda: times - left[0]
+    finally:
+        watchdog._clock = real

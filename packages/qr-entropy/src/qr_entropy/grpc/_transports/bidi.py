@@ -23,10 +23,10 @@ import grpc
 from qr_entropy.grpc._channel import ChannelSettings
 from qr_entropy.grpc._core_call import CallEndedError, CoreCall
 from qr_entropy.grpc._errors import GrpcEntropyError
-from qr_entropy.grpc._replies import Reply, check_length, check_response, status_error
+from qr_entropy.grpc._replies import Reply, check_length, read_response, status_error
 from qr_entropy.grpc._transports.base import StreamingTransport
 from qr_entropy.grpc._watchdog import Watchdog, shared_watchdog
-from qr_entropy.grpc._wire import decode_response, encode_request
+from qr_entropy.grpc._wire import encode_request
 
 __all__ = ["BidiTransport"]
 
@@ -151,14 +151,21 @@ class BidiTransport(StreamingTransport):
                 # The reply made it, but the watchdog is cancelling the call: open a new one.
                 self._drop_stream()
             try:
-                response = decode_response(payload, self._settings.layout)
-                check_response(response, sequence_id, self._method)
-                check_length(len(response.data), n, self._method)
+                response = read_response(payload, sequence_id, self._method, self._settings)
+                check_length(len(response.data), n, self._method, self._settings)
             except BaseException:
                 # Never read this stream again: its next reply would not be this request's.
                 self._drop_stream()
                 raise
-        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
+        return Reply(
+            response.data,
+            sequence_id,
+            response.generated_ns,
+            response.device_id,
+            1,
+            response.read_started_ns,
+            response.device_bytes_per_second,
+        )
 
     def close(self) -> None:
         """Cancel the stream (a blocked read raises at once), then close the channel.

@@ -14,9 +14,10 @@ import grpc
 
 from qr_entropy.grpc._channel import ChannelSettings
 from qr_entropy.grpc._core_call import CallEndedError, CoreResponseStream
-from qr_entropy.grpc._replies import Reply, check_length, check_response, status_error
+from qr_entropy.grpc._errors import ProtocolMismatchError
+from qr_entropy.grpc._replies import Reply, check_length, read_response, status_error
 from qr_entropy.grpc._transports.base import StreamingTransport
-from qr_entropy.grpc._wire import WireResponse, decode_response, encode_request
+from qr_entropy.grpc._wire import WireResponse, encode_request
 
 __all__ = ["ServerStreamingTransport"]
 
@@ -85,13 +86,12 @@ class ServerStreamingTransport(StreamingTransport):
         first: WireResponse | None = None
         try:
             while (payload := stream.read()) is not None:
-                response = decode_response(payload, self._settings.layout)
-                check_response(response, sequence_id, self._method)
+                response = read_response(payload, sequence_id, self._method, self._settings)
                 first = first or response
                 chunks.append(response.data)
                 total += len(response.data)
                 if total > n:
-                    check_length(total, n, self._method)
+                    check_length(total, n, self._method, self._settings)
         except CallEndedError as ended:
             stream.discard()
             raise status_error(ended.code, ended.details, self._method, self._settings) from None
@@ -99,7 +99,18 @@ class ServerStreamingTransport(StreamingTransport):
             stream.discard()
             raise
         stream.discard()
-        check_length(total, n, self._method)
-        assert first is not None  # total == n > 0 means at least one chunk
+        if first is None:
+            raise ProtocolMismatchError(
+                f"{self._method}: the server ended the call without a response, requested {n}"
+            )
+        check_length(total, n, self._method, self._settings)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Reply(data, sequence_id, first.generated_ns, first.device_id, len(chunks))
+        return Reply(
+            data,
+            sequence_id,
+            first.generated_ns,
+            first.device_id,
+            len(chunks),
+            first.read_started_ns,
+            first.device_bytes_per_second,
+        )

@@ -12,12 +12,12 @@ from qr_entropy.grpc._channel import ChannelSettings
 from qr_entropy.grpc._replies import (
     Reply,
     check_length,
-    check_response,
     map_rpc_error,
     precheck,
+    read_response,
 )
 from qr_entropy.grpc._transports.base import SyncTransport, closed_channel_error
-from qr_entropy.grpc._wire import decode_response, encode_request
+from qr_entropy.grpc._wire import encode_request
 
 __all__ = ["UnaryTransport"]
 
@@ -49,7 +49,14 @@ class UnaryTransport(SyncTransport):
             raise map_rpc_error(exc, self._method, self._settings) from None
         except ValueError as exc:
             raise closed_channel_error(self._settings, exc) from None
-        response = decode_response(payload, self._settings.layout)
-        check_response(response, sequence_id, self._method)
-        check_length(len(response.data), n, self._method)
-        return Reply(response.data, sequence_id, response.generated_ns, response.device_id, 1)
+        response = read_response(payload, sequence_id, self._method, self._settings)
+        check_length(len(response.data), n, self._method, self._settings)
+        return Reply(
+            response.data,
+            sequence_id,
+            response.generated_ns,
+            response.device_id,
+            1,
+            response.read_started_ns,
+            response.device_bytes_per_second,
+        )
