@@ -1,6 +1,6 @@
 """The adapter's sampling step on a CUDA device: same tokens as the CPU path, no host copy.
 
-Runs qr-vllm's :class:`~qr_vllm._step.StepSampler` (what the processor calls
+Runs qr-vllm's :class:`~qr_vllm.step.StepSampler` (what the processor calls
 from ``apply()``) on CUDA logits and on a CPU copy of the same logits with the
 same entropy bytes, and reports:
 
@@ -26,9 +26,8 @@ Without a GPU it runs on the CPU alone: the CPU step on both engines
 onto CPU tensors) with their stage times and counts, and qr-core's device path
 (the check that needs no GPU).
 
-No vLLM is needed: where vLLM is not installed (a bare GPU host), the
-``qr_vllm`` package's step modules are loaded without its ``__init__`` (which
-imports vLLM for the processor class).
+No vLLM is needed: ``qr_vllm`` and ``qr_vllm.step`` import no vLLM (only the
+processor class does, on first use), so the script runs on a bare GPU host.
 
 Usage: ``python benchmarks/bench_cuda_step.py [--rows 64] [--vocab 151936] [--steps 30]
 [--core-steps 10]``
@@ -37,45 +36,28 @@ Usage: ``python benchmarks/bench_cuda_step.py [--rows 64] [--vocab 151936] [--st
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import tempfile
 import time
-import types
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-WARMUP_STEPS = 3  # left out of the timings (CUDA context, kernel loading, caches)
-
-
-def _load_qr_vllm_without_vllm() -> None:
-    if importlib.util.find_spec("vllm") is not None:
-        return
-    package = types.ModuleType("qr_vllm")
-    package.__path__ = [str(ROOT / "packages/qr-vllm/src/qr_vllm")]
-    sys.modules["qr_vllm"] = package
-
-
-_load_qr_vllm_without_vllm()
-
-from qr_core import (  # noqa: E402
+from qr_core import (
     Engine,
     build_temperature_strategy,
     power_law_temperatures,
     select_tokens,
 )
-from qr_core.testing import OpCount, count_ops  # noqa: E402
-from qr_entropy import EntropyFetch  # noqa: E402
-from qr_vllm._batch import Slot, plan_for_params  # noqa: E402
-from qr_vllm._settings import SamplingSettings  # noqa: E402
-from qr_vllm._step import StepSampler  # noqa: E402
+from qr_core.testing import OpCount, count_ops
+from qr_entropy import EntropyFetch
+from qr_vllm import SamplingSettings, make_plan, resolve_request
+from qr_vllm.step import Slot, StepSampler
+
+WARMUP_STEPS = 3  # left out of the timings (CUDA context, kernel loading, caches)
 
 # Per-row (top_k, top_p, temperature strategy): a mixed batch in two groups.
 ROW_SETTINGS: list[dict[str, Any]] = [
@@ -100,13 +82,10 @@ class ReplayEntropy:
 
 def make_slots(rows: int, settings: list[dict[str, Any]] = ROW_SETTINGS) -> list[Slot]:
     base = SamplingSettings()
-    slots = []
-    for i in range(rows):
-        params = SimpleNamespace(temperature=1.0, extra_args=settings[i % len(settings)])
-        plan = plan_for_params(base, params)  # type: ignore[arg-type]
-        assert plan is not None
-        slots.append(Slot(plan=plan, output_ids=[]))
-    return slots
+    return [
+        Slot(plan=make_plan(resolve_request(base, settings[i % len(settings)])), output_ids=[])
+        for i in range(rows)
+    ]
 
 
 def profile_step(fn: Any) -> int:

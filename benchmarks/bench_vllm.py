@@ -27,7 +27,8 @@ os.environ.setdefault("QR_LOG_LEVEL", "none")
 
 from vllm import LLM, SamplingParams
 
-from qr_vllm import QRSamplingLogitsProcessor, TinyModelSpec, build_tiny_model
+from qr_vllm import QRSamplingLogitsProcessor
+from qr_vllm.demo import TinyModelSpec, build_tiny_model
 
 PROMPTS = [
     "The nature of consciousness is",

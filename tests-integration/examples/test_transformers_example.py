@@ -26,7 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from qr_core import SamplingConfig
 from qr_core.records import JsonlFileSink, RingBufferSink, TokenSamplingRecord
 from qr_entropy import EntropyConfig, build_source
-from qr_vllm import build_tiny_model
+from qr_vllm.demo import build_tiny_model
 
 pytestmark = pytest.mark.slow
 

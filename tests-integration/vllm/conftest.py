@@ -18,7 +18,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from qr_core.records import TokenSamplingRecord
-from qr_vllm import build_tiny_model
+from qr_vllm.demo import build_tiny_model
 
 
 @pytest.fixture(scope="session")

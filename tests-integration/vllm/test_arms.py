@@ -35,7 +35,7 @@ from qr_core import Calibration, load_calibration
 from qr_core.analysis.cli import EXIT_CONFIG, EXIT_OK
 from qr_core.analysis.cli import main as qr_analyze
 from qr_core.records import TokenSamplingRecord
-from qr_vllm._config import calibrated_hash
+from qr_vllm import calibrated_hash
 
 from .serve_helpers import (
     Server,

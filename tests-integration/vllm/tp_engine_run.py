@@ -12,7 +12,7 @@ import sys
 
 from vllm import LLM, SamplingParams
 
-from qr_vllm import build_tiny_model
+from qr_vllm.demo import build_tiny_model
 
 TAGS = ("tp-0", "tp-1")
 RESULT_PREFIX = "qr-tp-result: "  # vLLM logs to stdout too

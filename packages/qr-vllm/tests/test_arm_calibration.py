@@ -30,11 +30,15 @@ from qr_core import Calibration, SamplingConfig, build_amplifier
 from qr_core.records import TokenSamplingRecord
 from qr_core.testing import OpCount, count_ops
 from qr_entropy import EntropyFetch
-from qr_vllm import QRSamplingLogitsProcessor, SamplingSettings
-from qr_vllm._batch import Slot, plan_for_params
-from qr_vllm._config import AdapterConfig, calibrated_hash
-from qr_vllm._errors import QRParamsError
-from qr_vllm._step import StepSampler
+from qr_vllm import (
+    AdapterConfig,
+    QRParamsError,
+    QRSamplingLogitsProcessor,
+    SamplingSettings,
+    calibrated_hash,
+)
+from qr_vllm._batch import plan_for_params
+from qr_vllm.step import Slot, StepSampler
 
 SAMPLE_COUNT = 256
 VOCAB = 512

@@ -21,8 +21,8 @@ from qr_core.records import TokenSamplingRecord
 from qr_entropy import MockUniformSource
 from qr_entropy.settings import warn_unknown_variables
 from qr_vllm import QRParamsError, QRSamplingLogitsProcessor
-from qr_vllm._arms import byte_positions
 from qr_vllm._batch import BatchState
+from qr_vllm.step._ops.entropy import byte_positions
 
 VOCAB = 64
 SAMPLE_COUNT = 256

@@ -12,9 +12,10 @@ from vllm import SamplingParams
 
 from qr_core.analysis import simulate_records
 from qr_core.records import TokenSamplingRecord
-from qr_vllm._batch import Slot, plan_for_params
+from qr_vllm import SamplingSettings
+from qr_vllm._batch import plan_for_params
 from qr_vllm._emitted import EmittedTokens
-from qr_vllm._settings import SamplingSettings
+from qr_vllm.step import Slot
 
 _TEMPLATE = simulate_records(1, seed=1)[0]
 

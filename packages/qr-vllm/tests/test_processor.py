@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,9 +30,9 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors_params_validator,
 )
 
-from qr_core.records import writer_file
+from qr_core.records import LOG_SINK_LOGGER, TokenSamplingRecord, writer_file
 from qr_vllm import QRSamplingLogitsProcessor
-from qr_vllm import _step_records as step_module
+from qr_vllm.step import _records as step_records
 
 VOCAB = 64
 # Small sample counts keep the unit tests fast; the engine tests use the default.
@@ -214,25 +215,26 @@ def test_records_are_built_only_while_a_sink_receives_them(
 ) -> None:
     monkeypatch.setenv("QR_DIAGNOSTIC_MODE", "false")
     built: list[int] = []
-    real = step_module.TokenSamplingRecord
+    real = step_records.build_token_records
 
-    def counting(**fields: object) -> object:
-        built.append(fields["token_index"])  # type: ignore[arg-type]
-        return real(**fields)  # type: ignore[arg-type]
+    def counting(*args: Any, **kwargs: Any) -> list[TokenSamplingRecord]:
+        records = real(*args, **kwargs)
+        built.extend(r.token_index for r in records)
+        return records
 
     # A spy, not a fake: the real records are still built and delivered.
-    monkeypatch.setattr(step_module, "TokenSamplingRecord", counting)
+    monkeypatch.setattr(step_records, "build_token_records", counting)
     proc = _v1_processor()
     (out,) = _add(proc, SamplingParams(extra_args={"qr_request_tag": "t"}))  # level summary
     # Log level summary, but the record logger below INFO: nobody receives them.
-    caplog.set_level(logging.WARNING, logger="qr_core.records._sinks")
+    caplog.set_level(logging.WARNING, logger=LOG_SINK_LOGGER)
     for step in range(3):
         logits = _logits(1, seed=step)
         proc.apply(logits)
         out.append(_assert_forced(logits[0]))
     assert built == []
     assert proc.timings().rows == 3
-    with caplog.at_level(logging.INFO, logger="qr_core.records._sinks"):
+    with caplog.at_level(logging.INFO, logger=LOG_SINK_LOGGER):
         proc.apply(_logits(1, seed=3))
         proc.update_state(BatchUpdate(batch_size=0, removed=[0], added=[], moved=[]))
     assert built == [3]

@@ -13,9 +13,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 from qr_core import Calibration
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import EntropyConfig, run_calibration
-from qr_vllm import QRSamplingLogitsProcessor
-from qr_vllm._config import calibrated_hash
-from qr_vllm._errors import QRParamsError
+from qr_vllm import QRParamsError, QRSamplingLogitsProcessor, calibrated_hash
 
 SAMPLE_COUNT = 256
 

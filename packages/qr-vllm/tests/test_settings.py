@@ -11,7 +11,7 @@ from vllm import SamplingParams
 from qr_core import SamplingConfig
 from qr_vllm import QRParamsError, RecordSettings, SamplingSettings, resolve_request
 from qr_vllm._batch import plan_for_params
-from qr_vllm._records import show_records
+from qr_vllm._record_router import show_records
 
 
 def test_defaults_come_from_qr_core() -> None:

@@ -28,10 +28,9 @@ from qr_core import QRCoreError, TemperatureStrategy
 from qr_core.records import TokenSamplingRecord
 from qr_core.testing import OpCount, count_ops
 from qr_entropy import EntropyFetch
-from qr_vllm import SamplingSettings
-from qr_vllm._batch import Slot, plan_for_params
-from qr_vllm._errors import QRVllmError
-from qr_vllm._step import StepSampler
+from qr_vllm import QRVllmError, SamplingSettings
+from qr_vllm._batch import plan_for_params
+from qr_vllm.step import Slot, StepSampler
 
 VOCAB = 3000
 ONE_GROUP: list[dict[str, Any]] = [
@@ -260,7 +259,7 @@ def test_the_deliberate_wait_uses_vllms_own_permission(monkeypatch: pytest.Monke
 
     from vllm.utils import gpu_sync_debug
 
-    from qr_vllm._step_transfer import sync_allowed
+    from qr_vllm.step._ops.transfer import sync_allowed
 
     # Under VLLM_GPU_SYNC_CHECK=error on a GPU, vLLM's permission is what lets
     # the wait pass; a spy shows that it is the one asked (no GPU here).

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qr_core.records import TokenSamplingRecord
+from qr_core.records import LOG_SINK_LOGGER, TokenSamplingRecord
 from qr_vllm._summary import RequestSummaries
 
 _BASE = TokenSamplingRecord(
@@ -117,7 +117,7 @@ def test_model_runner_v2_logs_a_request_when_its_slot_is_reused(
     procs = build_custom_logits_processors(VllmConfig(), req_states, is_pooling_model=False)  # type: ignore[arg-type]
     (proc,) = [p for p in procs if isinstance(p, QRSamplingLogitsProcessor)]
     idx = np.array([1], dtype=np.int32)
-    with caplog.at_level(logging.INFO, logger="qr_core.records._sinks"):
+    with caplog.at_level(logging.INFO, logger=LOG_SINK_LOGGER):
         assert proc.add_request(1, SamplingParams(extra_args={"qr_request_tag": "first"}))
         lengths[1] = 3
         for seq_len in (3, 4):

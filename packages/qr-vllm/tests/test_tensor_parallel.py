@@ -19,9 +19,9 @@ from vllm import SamplingParams
 
 from qr_entropy import EntropyUnavailableError, SystemEntropySource
 from qr_vllm import SamplingSettings
-from qr_vllm._batch import Slot, plan_for_params
-from qr_vllm._step import StepSampler
-from qr_vllm._tp import DistributedTokenBroadcast
+from qr_vllm._batch import plan_for_params
+from qr_vllm._tensor_parallel import DistributedTokenBroadcast
+from qr_vllm.step import Slot, StepSampler
 
 STEPS = 4
 ROWS = 3

@@ -3,24 +3,25 @@
 vLLM keeps requests in a persistent batch of slots. The V1 runner describes
 changes with a ``BatchUpdate`` (removed, then added, then moved); the V2
 runner calls ``add_request(slot, params)`` and recycles slots without an
-explicit removal. Both feed the same :class:`BatchState`.
+explicit removal. Both feed the same :class:`BatchState`, which keeps one
+:class:`~qr_vllm.step.Slot` (the step's view of a row) per qr-sampled request.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from qr_vllm._config import RequestPlan, make_plan, resolve_request
 from qr_vllm._errors import QRParamsError
+from qr_vllm._request_plan import RequestPlan, make_plan, resolve_request
 from qr_vllm._settings import SamplingSettings
+from qr_vllm.step import Slot
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
 
-__all__ = ["ARM_KEY", "BatchState", "Slot", "arm_for_params", "plan_for_params"]
+__all__ = ["ARM_KEY", "BatchState", "arm_for_params", "plan_for_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,51 +33,6 @@ _SWAP = "SWAP"
 class _Direction(Protocol):
     @property
     def name(self) -> str: ...
-
-
-@dataclass
-class Slot:
-    """One qr-sampled request in the persistent batch.
-
-    Attributes:
-        plan: The request's effective settings.
-        output_ids: vLLM's live list of the request's output tokens (V1
-            runner), or ``None`` where the runner gives none (V2).
-        sampled: Tokens this processor has sampled for the request.
-        position: Index of the token being sampled, set before each step by
-            Model Runner V2 (from its sequence lengths), else ``None``.
-        arm: The experiment arm (``qr_entropy_source``) whose source supplies
-            the request's entropy, or ``None`` for the default source.
-        added_len: Length of ``output_ids`` when the request entered this
-            slot (a request resumed after preemption brings its earlier tokens).
-    """
-
-    plan: RequestPlan
-    output_ids: list[int] | None
-    sampled: int = field(default=0)
-    position: int | None = field(default=None)
-    arm: str | None = field(default=None)
-    added_len: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.added_len = len(self.output_ids) if self.output_ids is not None else 0
-
-    @property
-    def decoding(self) -> bool:
-        """Whether the request's prefill in this slot is done, so that vLLM keeps
-        every row's token: a kept token has grown ``output_ids`` since the slot
-        was taken, or the runner passes only token-producing rows (no
-        ``output_ids``; see :mod:`qr_vllm._emitted`)."""
-        return self.output_ids is None or len(self.output_ids) > self.added_len
-
-    @property
-    def token_index(self) -> int:
-        """Index of the token being sampled now within the request's output."""
-        if self.output_ids is not None:
-            return len(self.output_ids)
-        if self.position is not None:
-            return self.position
-        return self.sampled
 
 
 ARM_KEY = "qr_entropy_source"

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Sequence
 
 from qr_core.records import TokenSamplingRecord
-from qr_vllm._batch import Slot
+from qr_vllm.step import Slot
 
 __all__ = ["EmittedTokens"]
 

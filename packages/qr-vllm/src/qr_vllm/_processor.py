@@ -14,8 +14,9 @@ runners with two interfaces:
 Because both runners load the same entry point, :class:`QRSamplingLogitsProcessor`
 subclasses both interfaces and tells them apart by its constructor
 arguments. Both paths feed one :class:`~qr_vllm._batch.BatchState` and one
-:class:`~qr_vllm._step.StepSampler`; only the mapping from logits rows to
-slots differs (V1: row = slot; V2: ``ctx.idx_mapping_np``).
+:class:`~qr_vllm.step.StepSampler`; only the mapping from logits rows to
+slots differs (:mod:`qr_vllm._logits_rows`; V1: row = slot; V2:
+``ctx.idx_mapping_np``).
 """
 
 from __future__ import annotations
@@ -42,14 +43,15 @@ from vllm.v1.worker.gpu.sample.logits_processor.interface import (
 from qr_core import Calibration, QRCoreError, build_amplifier
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import ArmSources, EntropyFetch
-from qr_vllm._batch import ARM_KEY, BatchState, Slot, arm_for_params, plan_for_params
-from qr_vllm._config import AdapterConfig
+from qr_vllm._adapter_config import AdapterConfig
+from qr_vllm._batch import ARM_KEY, BatchState, arm_for_params, plan_for_params
 from qr_vllm._engine_guard import check_engine
-from qr_vllm._errors import QRParamsError, UnsupportedEngineError
-from qr_vllm._records import RecordRouter, warn_if_records_can_be_lost, writer_id_for
+from qr_vllm._errors import QRParamsError
+from qr_vllm._logits_rows import v1_rows, v2_rows
+from qr_vllm._record_router import RecordRouter, warn_if_records_can_be_lost, writer_id_for
 from qr_vllm._settings import SamplingSettings
-from qr_vllm._step import StepSampler, StepTimings
-from qr_vllm._tp import tensor_parallel_broadcast
+from qr_vllm._tensor_parallel import tensor_parallel_broadcast
+from qr_vllm.step import Slot, StepSampler, StepTimings
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -208,41 +210,12 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
             ``logits`` (modified in place).
         """
         if ctx is None:
-            rows = sorted(i for i in self._state.slots() if i < logits.shape[0])
-            slots = [self._state.slots()[i] for i in rows]
+            rows, slots = v1_rows(logits, self._state)
         else:
-            rows, slots = self._v2_rows(logits, ctx)
+            assert self._req_states is not None
+            rows, slots = v2_rows(logits, ctx, self._req_states, self._state)
         self._sampler.sample(logits, rows, slots)
         return logits
-
-    def _v2_rows(self, logits: torch.Tensor, ctx: LogitsContext) -> tuple[list[int], list[Slot]]:
-        """Model Runner V2: the qr rows that produce a token this step, with their positions.
-
-        A row whose sequence is still shorter than its prefill (a chunk of a
-        long prompt) produces no token: vLLM discards its sample, so it gets no
-        entropy and no record.
-        """
-        slot_of_row = ctx.idx_mapping_np
-        if len(slot_of_row) != logits.shape[0]:
-            raise UnsupportedEngineError(
-                f"{logits.shape[0]} logits rows for {len(slot_of_row)} requests: "
-                "qr sampling needs one row per request (no speculative decoding)"
-            )
-        assert self._req_states is not None
-        # Exact without speculative decoding, which check_engine refuses.
-        seq_len = ctx.seq_lens_upper_bound_np
-        prompt_len = self._req_states.prompt_len.np
-        prefill_len = self._req_states.prefill_len.np
-        rows: list[int] = []
-        slots: list[Slot] = []
-        for row, index in enumerate(slot_of_row.tolist()):
-            slot = self._state.get(index)
-            if slot is None or seq_len[row] < prefill_len[index]:
-                continue
-            slot.position = int(seq_len[row] - prompt_len[index])
-            rows.append(row)
-            slots.append(slot)
-        return rows, slots
 
     # ------------------------------------------------------------------ V1 runner
 

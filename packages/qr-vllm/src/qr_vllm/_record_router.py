@@ -29,22 +29,28 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from qr_core.records import JsonlFileSink, LogSink, RingBufferSink, TokenSamplingRecord
-from qr_vllm._batch import Slot
+from qr_core.records import (
+    LOG_SINK_LOGGER,
+    JsonlFileSink,
+    LogSink,
+    RingBufferSink,
+    TokenSamplingRecord,
+)
 from qr_vllm._emitted import EmittedTokens
 from qr_vllm._settings import RecordSettings
 from qr_vllm._summary import RequestSummaries
+from qr_vllm.step import Slot
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
-__all__ = ["RecordRouter", "show_records", "writer_id_for"]
+__all__ = ["RecordRouter", "show_records", "warn_if_records_can_be_lost", "writer_id_for"]
 
 logger = logging.getLogger(__name__)
 
 # LogSink's own logger (documented in the README); passed explicitly so that
 # wants() asks the very logger the sinks write to.
-_RECORD_LOGGER = logging.getLogger("qr_core.records._sinks")
+_RECORD_LOGGER = logging.getLogger(LOG_SINK_LOGGER)
 
 
 def show_records(log: logging.Logger) -> None:

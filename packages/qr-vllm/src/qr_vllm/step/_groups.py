@@ -2,7 +2,9 @@
 
 Rows whose plans share a group key (amplifier, strategy and their parameters)
 and whose arms share a calibration are amplified and tempered together. Each
-group's components are built once per sampler and cached by the group's key.
+group carries its components -- the amplifier (with the calibration), the
+temperature strategy and that strategy as a :class:`qr_core.PowerLaw` -- built
+once per sampler and cached by the group's key.
 """
 
 from __future__ import annotations
@@ -14,21 +16,21 @@ import numpy as np
 
 from qr_core import (
     Calibration,
+    PowerLaw,
     SamplingConfig,
     SignalAmplifier,
     TemperatureStrategy,
     build_amplifier,
     build_temperature_strategy,
 )
-from qr_vllm._batch import Slot
-from qr_vllm._step_device import Law
+from qr_vllm.step._interface import Slot
 
-__all__ = ["Group", "GroupParts"]
+__all__ = ["Group", "RowGrouper"]
 
 
 @dataclass(frozen=True)
 class Group:
-    """Rows of a step that share amplifier, strategy and calibration."""
+    """Rows of a step that share amplifier, strategy and calibration, with their components."""
 
     key: tuple[object, ...]
     """``(RequestPlan.group_key, calibration hash or None)``."""
@@ -38,10 +40,23 @@ class Group:
     """The rows' arm's calibration, or None."""
     positions: np.ndarray
     """Indices of the rows among the step's rows."""
+    amplifier: SignalAmplifier
+    """The rows' amplifier, standardising against :attr:`calibration`."""
+    strategy: TemperatureStrategy
+    """The rows' temperature strategy."""
+    law: PowerLaw | None
+    """:attr:`strategy` as a power law; ``None`` for a strategy that is none."""
 
 
-class GroupParts:
-    """Groups a step's rows and builds (once) each group's components.
+@dataclass(frozen=True)
+class _Components:
+    amplifier: SignalAmplifier
+    strategy: TemperatureStrategy
+    law: PowerLaw | None
+
+
+class RowGrouper:
+    """Groups a step's rows and builds (once per key) each group's components.
 
     Args:
         calibrations: The calibration of each calibrated arm (``None``: the
@@ -50,8 +65,7 @@ class GroupParts:
 
     def __init__(self, calibrations: Mapping[str | None, Calibration]) -> None:
         self._calibrations = calibrations
-        self._components: dict[tuple[object, ...], tuple[SignalAmplifier, TemperatureStrategy]] = {}
-        self._laws: dict[tuple[object, ...], Law | None] = {}
+        self._components: dict[tuple[object, ...], _Components] = {}
 
     def groups(self, slots: Sequence[Slot]) -> list[Group]:
         """The step's rows by their plan's group key and their arm's calibration."""
@@ -62,37 +76,26 @@ class GroupParts:
             keys = [(s.plan.group_key, None) for s in slots]
         first = keys[0]
         if all(k == first for k in keys):
-            only = slots[0]
-            return [Group(first, only.plan.core, cals.get(only.arm), np.arange(len(slots)))]
+            return [self._group(first, slots[0], np.arange(len(slots)))]
         by_key: dict[tuple[object, ...], list[int]] = {}
         owner: dict[tuple[object, ...], Slot] = {}
         for i, (key, s) in enumerate(zip(keys, slots, strict=True)):
             by_key.setdefault(key, []).append(i)
             owner.setdefault(key, s)
-        return [
-            Group(k, owner[k].plan.core, cals.get(owner[k].arm), np.asarray(v))
-            for k, v in by_key.items()
-        ]
+        return [self._group(k, owner[k], np.asarray(v)) for k, v in by_key.items()]
 
-    def component(self, group: Group) -> tuple[SignalAmplifier, TemperatureStrategy]:
-        """The group's amplifier (with its calibration) and temperature strategy."""
-        pair = self._components.get(group.key)
-        if pair is None:
-            pair = (
-                build_amplifier(group.config, group.calibration),
-                build_temperature_strategy(group.config),
-            )
-            self._components[group.key] = pair
-        return pair
-
-    def law(self, group: Group) -> Law | None:
-        """The group's temperature strategy as power-law parameters, or None."""
-        if group.key not in self._laws:
-            law = self.component(group)[1].power_law()
-            self._laws[group.key] = (
-                None if law is None else (law.base_temp, law.exponent, law.min_temp, law.max_temp)
-            )
-        return self._laws[group.key]
+    def _group(self, key: tuple[object, ...], owner: Slot, positions: np.ndarray) -> Group:
+        config = owner.plan.core
+        calibration = self._calibrations.get(owner.arm)
+        parts = self._components.get(key)
+        if parts is None:
+            amplifier = build_amplifier(config, calibration)
+            strategy = build_temperature_strategy(config)
+            parts = _Components(amplifier, strategy, strategy.power_law())
+            self._components[key] = parts
+        return Group(
+            key, config, calibration, positions, parts.amplifier, parts.strategy, parts.law
+        )
 
 
 def _sha(calibration: Calibration | None) -> str | None:

@@ -1,17 +1,17 @@
 """One sampling step over the whole batch: the adapter's hot path.
 
-For the qr-sampled rows of a logits tensor, :class:`StepSampler` makes ONE
-entropy fetch for all rows after the logits exist, amplifies the bytes,
-computes the temperatures, selects the tokens with :func:`qr_core.select_tokens`
-and forces each selected token (0.0, all others ``-inf``). The device path's
-operations are in :mod:`qr_vllm._step_device`, its two copies in
-:mod:`qr_vllm._step_transfer`, array helpers in :mod:`qr_vllm._step_arrays`;
-records are built by :mod:`qr_vllm._step_records`, stage times kept by
-:mod:`qr_vllm._step_timings`.
+For the qr-sampled rows of a logits tensor, :class:`StepSampler` reads the rows
+once (:class:`~qr_vllm.step.StepMetadata`), makes ONE entropy fetch for all rows
+after the logits exist, amplifies the bytes, computes the temperatures, selects
+the tokens with :func:`qr_core.select_tokens` and forces each selected token
+(0.0, all others ``-inf``); then, when a sink receives them, it builds the
+records. The operations are in :mod:`qr_vllm.step._ops`; this module runs them
+in order and times each stage.
 
 Two paths, chosen by ``engine`` (see :class:`StepSampler`):
 
-* host (CPU logits): every per-row array stays in numpy, qr_core works on a
+* host (CPU logits): temperatures, then the fetch and the amplification, then
+  the selection; every per-row array stays in numpy, qr_core works on a
   zero-copy view of the logits; rows whose settings shape the amplifier or
   the temperature strategy differently are processed in a few groups.
 * device (GPU logits, or CPU tensors with ``engine="device"``): one wait for
@@ -41,42 +41,35 @@ separate groups, and each record carries its arm's calibration hash.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import get_args
 
-import numpy as np
 import torch
 
-from qr_core import (
-    Calibration,
-    Engine,
-    select_tokens,
-)
-from qr_core.records import TokenSamplingRecord
-from qr_entropy import EntropyFetch
-from qr_vllm._arms import FetchMany, step_entropy
-from qr_vllm._batch import Slot
+from qr_core import Calibration, Engine
 from qr_vllm._errors import QRVllmError
-from qr_vllm._step_arrays import force, gather, host, host_array, native, scatter, tensor
-from qr_vllm._step_device import select_on_device
-from qr_vllm._step_groups import Group, GroupParts
-from qr_vllm._step_records import Drawn, Selected, build_records
-from qr_vllm._step_timings import StageClock, StepTimings
-from qr_vllm._step_transfer import (
-    HostBuffers,
-    Readback,
-    sync_allowed,
-    upload_rows,
+from qr_vllm.step._groups import RowGrouper
+from qr_vllm.step._interface import (
+    FAILED,
+    EmitRecords,
+    Fetch,
+    FetchMany,
+    Slot,
+    TokenBroadcast,
+    WantsRecords,
 )
-from qr_vllm._tp import FAILED, TokenBroadcast
+from qr_vllm.step._metadata import StepMetadata
+from qr_vllm.step._ops.arrays import force
+from qr_vllm.step._ops.device import device_temperatures, select_on_device, upload
+from qr_vllm.step._ops.entropy import draw
+from qr_vllm.step._ops.host import host_temperatures, host_values, select_on_host
+from qr_vllm.step._ops.transfer import HostBuffers, Readback, upload_rows
+from qr_vllm.step._outputs import Selected
+from qr_vllm.step._records import step_records
+from qr_vllm.step._timings import StageClock, StepTimings
 
-__all__ = ["StepSampler", "StepTimings"]
-
-logger = logging.getLogger(__name__)
-
-Fetch = Callable[[int], EntropyFetch]
+__all__ = ["StepSampler"]
 
 
 class StepSampler:
@@ -85,10 +78,10 @@ class StepSampler:
     def __init__(
         self,
         fetch: Fetch,
-        emit: Callable[[Sequence[TokenSamplingRecord], Sequence[Slot]], None],
+        emit: EmitRecords,
         *,
         fetch_many: FetchMany | None = None,
-        wants_records: Callable[[Sequence[Slot]], bool] | None = None,
+        wants_records: WantsRecords | None = None,
         record_raw_bytes: bool = False,
         broadcast: TokenBroadcast | None = None,
         writer_id: str | None = None,
@@ -133,7 +126,8 @@ class StepSampler:
         self._writer_id = writer_id
         self._calibrations: dict[str | None, Calibration] = dict(calibrations or {})
         self._engine = engine
-        self._parts = GroupParts(self._calibrations)
+        self._host_engine: Engine = "host" if engine == "host" else "auto"
+        self._grouper = RowGrouper(self._calibrations)
         self._clock = StageClock()
         self._buffers: HostBuffers | None = None
         # The device path's deferred value checks of a step nobody recorded:
@@ -179,39 +173,42 @@ class StepSampler:
             return
         t0 = time.perf_counter()
         clock = self._clock
-        device = logits.device
-        on_device = self._on_device(device)
+        on_device = self._on_device(logits.device)
         # Asked once, before anything is computed: a step nobody records needs
         # no records, nor the entropy of a strategy that does not use it.
-        wanted = self._wants is None or self._wants(slots)
-        rows_t: torch.Tensor | None = None
+        recorded = self._wants is None or self._wants(slots)
         try:
+            meta = StepMetadata.build(
+                logits.shape[0], rows, slots, self._grouper, recorded=recorded, on_device=on_device
+            )
             if on_device:
-                step = self._select_on_device(logits, rows, slots, wanted)
-                rows_t = step.rows_t
+                step = self._select_on_device(logits, meta)
             else:
-                if len(rows) != logits.shape[0]:
-                    rows_t = torch.as_tensor(rows, device=device)
-                sub = logits if rows_t is None else logits.index_select(0, rows_t)
-                step = self._select(sub, slots, wanted)
+                step = self._select_on_host(logits, meta)
         except BaseException:
             if broadcast is not None:
                 # Followers are waiting for this step's ids; release them with a failure.
-                failed = torch.full((len(rows),), FAILED, dtype=torch.int64, device=device)
+                failed = torch.full((len(rows),), FAILED, dtype=torch.int64, device=logits.device)
                 broadcast.send(failed)
             raise
         t4 = time.perf_counter()
         if broadcast is not None:
             broadcast.send(step.token)
-        force(logits, rows_t, step.token, via_numpy=not on_device)
+        force(logits, step.rows_t, step.token, via_numpy=not on_device)
         t5 = time.perf_counter()
         clock.force_s += t5 - t4
 
-        if wanted:
+        if recorded:
             # Reads the device's per-row values back (after forcing) and raises
             # any check the device path deferred.
-            values = step.values()
-            records = build_records(values, slots, self._raw, self._writer_id, self._calibrations)
+            records = step_records(
+                meta,
+                step.drawn,
+                step.values(),
+                keep_raw=self._raw,
+                writer_id=self._writer_id,
+                calibrations=self._calibrations,
+            )
             for slot in slots:
                 slot.sampled += 1
             self._emit(records, slots)
@@ -225,171 +222,52 @@ class StepSampler:
         clock.steps += 1
         clock.rows += len(rows)
 
-    def _select(self, sub: torch.Tensor, slots: Sequence[Slot], entropy: bool) -> Selected:
-        """The host path: temperatures, the fetch, amplification and selection.
-
-        ``entropy``: whether the records need the Shannon entropy (strategies
-        that use it compute it anyway). Every per-row array stays in numpy
-        (qr_core works on a zero-copy view of the CPU logits) and becomes a
-        tensor only where one is needed, without a copy.
-        """
-        t0 = time.perf_counter()
+    def _select_on_host(self, logits: torch.Tensor, meta: StepMetadata) -> Selected:
+        """The host path: temperatures, the fetch and amplification, selection."""
         clock = self._clock
-        n = len(slots)
-        device = sub.device
-        groups = self._parts.groups(slots)
-        if len(groups) == 1:
-            _, strategy = self._parts.component(groups[0])
-            result = strategy.compute_batch(native(sub), entropy=entropy)
-            temperature: torch.Tensor | np.ndarray = result.temperature
-            shannon: torch.Tensor | np.ndarray = result.shannon_entropy
-        else:
-            temperature = torch.empty(n, dtype=torch.float64, device=device)
-            shannon = torch.empty(n, dtype=torch.float64, device=device)
-            for group in groups:
-                _, strategy = self._parts.component(group)
-                pos = torch.as_tensor(group.positions, device=device)
-                block = native(sub.index_select(0, pos))
-                result = strategy.compute_batch(block, entropy=entropy)
-                scatter(temperature, pos, torch.as_tensor(result.temperature, device=device))
-                scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=device))
+        rows_t = None if meta.whole else torch.as_tensor(meta.rows, device=logits.device)
+        sub = logits if rows_t is None else logits.index_select(0, rows_t)
+        t0 = time.perf_counter()
+        temperature, shannon = host_temperatures(sub, meta.groups, meta.recorded)
         clock.temperature_s += time.perf_counter() - t0
 
-        drawn = self._draw(slots, groups, entropy)
+        drawn = draw(meta, self._fetch, self._fetch_many, clock)
+
         t3 = time.perf_counter()
-        top_k = np.fromiter((s.plan.core.top_k for s in slots), dtype=np.int64, count=n)
-        top_p = np.fromiter((s.plan.core.top_p for s in slots), dtype=np.float64, count=n)
-        logits = native(sub)
-        host_engine: Engine = "host" if self._engine == "host" else "auto"
-        if isinstance(logits, np.ndarray):
-            sel = select_tokens(
-                logits,
-                drawn.u,
-                temperature=host(temperature),
-                top_k=top_k,
-                top_p=top_p,
-                engine=host_engine,
-            )
-        else:
-            sel = select_tokens(
-                logits,
-                torch.from_numpy(drawn.u).to(device),
-                temperature=torch.as_tensor(temperature, device=device),
-                top_k=torch.from_numpy(top_k).to(device),
-                top_p=torch.from_numpy(top_p).to(device),
-                engine=host_engine,
-            )
-        token = tensor(sel.token_id, device).to(torch.int64)
+        token, sel = select_on_host(sub, drawn.u, temperature, meta, self._host_engine)
         clock.select_s += time.perf_counter() - t3
-        per_row = (temperature, shannon, sel.token_id, sel.token_rank, sel.token_prob)
-        on_host = tuple(host_array(v) for v in (*per_row, sel.num_candidates))
-        return Selected(token=token, drawn=drawn, host=on_host, readback=None, rows_t=None)
+        values = host_values(temperature, shannon, sel)
+        return Selected(token=token, rows_t=rows_t, drawn=drawn, host=values, readback=None)
 
-    def _on_device(self, device: torch.device) -> bool:
-        """Whether this sampler takes the device path for logits on ``device``."""
-        return self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
-
-    def _select_on_device(
-        self, logits: torch.Tensor, rows: Sequence[int], slots: Sequence[Slot], entropy: bool
-    ) -> Selected:
+    def _select_on_device(self, logits: torch.Tensor, meta: StepMetadata) -> Selected:
         """The device path: one wait, the fetch, one upload, whole-batch operations.
 
         No Python loop over rows or groups touches the device (only the
         fallback for strategies that are no power law loops over groups).
         """
-        n = len(slots)
-        device = logits.device
-        groups = self._parts.groups(slots)
+        clock = self._clock
         # The deferred checks of the previous step: its copy is complete (the
         # wait below would finish it anyway), and its buffer is reused now.
         self.check_pending()
-        drawn = self._draw(slots, groups, entropy, device)
-        laws = [(group.positions, self._parts.law(group)) for group in groups]
-        buffers = self._host_buffers(n, device)
+        drawn = draw(meta, self._fetch, self._fetch_many, clock, wait_for=logits.device)
+        buffers = self._buffers = HostBuffers.fit(self._buffers, meta.size, logits.device)
 
-        def fallback(sub: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self._group_temperatures(sub, groups, entropy)
+        t3 = time.perf_counter()
+        up = upload(logits, meta, drawn.u, buffers)
+        clock.amplify_s += time.perf_counter() - t3
 
-        return select_on_device(logits, rows, slots, drawn, laws, buffers, fallback, self._clock)
+        t4 = time.perf_counter()
+        temperature, shannon = device_temperatures(up, meta)
+        t5 = time.perf_counter()
+        clock.temperature_s += t5 - t4
 
-    def _draw(
-        self,
-        slots: Sequence[Slot],
-        groups: list[Group],
-        recorded: bool,
-        wait_for: torch.device | None = None,
-    ) -> Drawn:
-        """The fetch (after the logits exist) and the amplification, on the host.
+        token, readback = select_on_device(up, temperature, shannon, buffers)
+        clock.select_s += time.perf_counter() - t5
+        return Selected(token=token, rows_t=up.rows_t, drawn=drawn, host=None, readback=readback)
 
-        ``recorded``: whether the step builds records (only they need each row's
-        byte mean). ``wait_for``: the device whose logits the host must wait for first.
-        """
-        clock = self._clock
-        t1 = time.perf_counter()
-        if wait_for is not None and wait_for.type == "cuda":
-            # The just-in-time guarantee: entropy is asked for only once the
-            # kernels producing the logits have run. The one wait of the step;
-            # vLLM's sync check (VLLM_GPU_SYNC_CHECK) is told it is deliberate.
-            with sync_allowed():
-                torch.cuda.current_stream(wait_for).synchronize()
-        logits_ready_ns = time.time_ns()
-        n = len(slots)
-        counts = np.fromiter((s.plan.core.sample_count for s in slots), dtype=np.int64, count=n)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        raw, fetched = step_entropy(slots, offsets, self._fetch, self._fetch_many)
-        t2 = time.perf_counter()
-        clock.fetch_s += t2 - t1
-
-        names: list[tuple[str, str, str]] = [("", "", "")] * n
-        if len(groups) == 1:
-            group = groups[0]
-            amplifier, strategy = self._parts.component(group)
-            amp = amplifier.amplify_batch(
-                raw.reshape(n, group.config.sample_count), sample_mean=recorded
-            )
-            u, z, mean = amp.u, amp.z_score, amp.sample_mean
-            names = [(str(amplifier.name), str(strategy.name), amplifier.u_transform)] * n
-        else:
-            u = np.empty(n, dtype=np.float64)
-            z = np.empty(n, dtype=np.float64)
-            mean = np.empty(n, dtype=np.float64) if recorded else None
-            for group in groups:
-                amplifier, strategy = self._parts.component(group)
-                block_bytes = gather(raw, offsets, group.positions, group.config.sample_count)
-                amp = amplifier.amplify_batch(block_bytes, sample_mean=recorded)
-                u[group.positions] = amp.u
-                z[group.positions] = amp.z_score
-                if mean is not None and amp.sample_mean is not None:
-                    mean[group.positions] = amp.sample_mean
-                triple = (str(amplifier.name), str(strategy.name), amplifier.u_transform)
-                for p in group.positions.tolist():
-                    names[p] = triple
-        clock.amplify_s += time.perf_counter() - t2
-        return Drawn(fetched, raw, offsets, logits_ready_ns, names, mean, z, u)
-
-    def _group_temperatures(
-        self, sub: torch.Tensor, groups: list[Group], entropy: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-group temperatures, for a strategy that is no power law (a
-        third-party one): a loop over the groups, each checked on the device."""
-        n = sub.shape[0]
-        temperature = torch.empty(n, dtype=torch.float64, device=sub.device)
-        shannon = torch.empty(n, dtype=torch.float64, device=sub.device)
-        for group in groups:
-            _, strategy = self._parts.component(group)
-            pos = torch.as_tensor(group.positions, device=sub.device)
-            block = sub.index_select(0, pos)
-            result = strategy.compute_batch(block, entropy=entropy, defer_checks=True)
-            scatter(temperature, pos, torch.as_tensor(result.temperature, device=sub.device))
-            scatter(shannon, pos, torch.as_tensor(result.shannon_entropy, device=sub.device))
-        return temperature, shannon
-
-    def _host_buffers(self, n: int, device: torch.device) -> HostBuffers:
-        buffers = self._buffers
-        if buffers is None or buffers.capacity < n or buffers.pinned != (device.type == "cuda"):
-            buffers = self._buffers = HostBuffers(max(n, 256), device.type == "cuda")
-        return buffers
+    def _on_device(self, device: torch.device) -> bool:
+        """Whether this sampler takes the device path for logits on ``device``."""
+        return self._engine == "device" or (self._engine == "auto" and device.type != "cpu")
 
     def _follow(self, logits: torch.Tensor, rows: Sequence[int]) -> None:
         """Non-source rank: force exactly the tokens the source rank chose."""

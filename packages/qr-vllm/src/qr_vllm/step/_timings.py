@@ -1,6 +1,6 @@
 """Where the time of the sampling steps goes: one named total per stage.
 
-:class:`StageClock` is what :class:`~qr_vllm._step.StepSampler` adds to while
+:class:`StageClock` is what :class:`~qr_vllm.step.StepSampler` adds to while
 it runs; :class:`StepTimings` is the frozen copy that callers read.
 """
 

@@ -1,6 +1,10 @@
-"""The entropy of one step whose rows may use several experiment arms.
+"""The entropy of one step: the fetch after the logits exist, and its amplification.
 
-Each arm's bytes come from its own fetch (all fetches at once, see
+:func:`draw` is the stage: the wait for the logits (device path), the fetch
+(:func:`fetch_entropy`) and the amplification (:mod:`.amplify`).
+
+One fetch for all rows, or one per experiment arm in use: each arm's bytes come
+from its own fetch (all fetches at once, see
 :meth:`qr_entropy.ArmSources.fetch_many`) and are laid out over the arm's rows
 in ascending row order, so a row's bytes are exactly the ones its own arm
 delivered, and the step's byte layout (row ``i`` owns
@@ -9,22 +13,53 @@ delivered, and the step's byte layout (row ``i`` owns
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from qr_entropy import EntropyFetch
-from qr_vllm._batch import Slot
 from qr_vllm._errors import QRVllmError
+from qr_vllm.step._interface import Fetch, FetchMany, Slot
+from qr_vllm.step._metadata import StepMetadata
+from qr_vllm.step._ops.amplify import amplify
+from qr_vllm.step._ops.transfer import wait_for_logits
+from qr_vllm.step._outputs import Drawn
+from qr_vllm.step._timings import StageClock
 
-__all__ = ["FetchMany", "step_entropy"]
-
-Fetch = Callable[[int], EntropyFetch]
-FetchMany = Callable[[Mapping[str | None, int]], Mapping[str | None, EntropyFetch]]
-"""Byte count per arm name (``None``: the default source) to each arm's fetch."""
+__all__ = ["byte_positions", "draw", "fetch_entropy"]
 
 
-def step_entropy(
+def draw(
+    meta: StepMetadata,
+    fetch: Fetch,
+    fetch_many: FetchMany | None,
+    clock: StageClock,
+    wait_for: torch.device | None = None,
+) -> Drawn:
+    """The fetch (after the logits exist) and the amplification, on the host.
+
+    Args:
+        meta: The step's rows, byte offsets and groups.
+        fetch: The default source's fetch (rows without an arm).
+        fetch_many: Concurrent fetches for several arms.
+        clock: Receives the fetch and amplification times.
+        wait_for: The device whose logits the host must wait for first.
+    """
+    t1 = time.perf_counter()
+    if wait_for is not None:
+        wait_for_logits(wait_for)
+    logits_ready_ns = time.time_ns()
+    raw, fetched = fetch_entropy(meta.slots, meta.offsets, fetch, fetch_many)
+    t2 = time.perf_counter()
+    clock.fetch_s += t2 - t1
+    u, z, mean = amplify(raw, meta)
+    clock.amplify_s += time.perf_counter() - t2
+    return Drawn(fetched, raw, logits_ready_ns, u, z, mean)
+
+
+def fetch_entropy(
     slots: Sequence[Slot],
     offsets: np.ndarray,
     fetch: Fetch,

@@ -1,5 +1,6 @@
 """The device step's two copies between host and device, and its waits.
 
+One wait: for the logits, just before the fetch (:func:`wait_for_logits`).
 One copy up: u, top-k, top-p, the power-law parameters and the row indices,
 packed into one reused ``(8, B)`` float64 host buffer (pinned for a GPU, so
 that the copy is asynchronous). One copy down: the per-row values the records
@@ -28,6 +29,7 @@ __all__ = [
     "U",
     "sync_allowed",
     "upload_rows",
+    "wait_for_logits",
 ]
 
 # Rows of the packed (8, B) float64 upload: u, top-k, top-p, the four power-law
@@ -49,6 +51,18 @@ def sync_allowed() -> AbstractContextManager[object]:
         return nullcontext()
     allowed: AbstractContextManager[object] = gpu_sync_allowed()
     return allowed
+
+
+def wait_for_logits(device: torch.device) -> None:
+    """Wait until the kernels producing the logits on ``device`` have run (CUDA only).
+
+    The just-in-time guarantee: entropy is asked for only once the logits exist.
+    The one wait of a device step; vLLM's sync check (``VLLM_GPU_SYNC_CHECK``) is
+    told it is deliberate. Other devices (CPU tensors) need no wait.
+    """
+    if device.type == "cuda":
+        with sync_allowed():
+            torch.cuda.current_stream(device).synchronize()
 
 
 def upload_rows(rows: list[int] | tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -73,6 +87,14 @@ class HostBuffers:
     after the wait for the next step's logits, by which time the copies of the
     step before have completed.
     """
+
+    @classmethod
+    def fit(cls, current: HostBuffers | None, n: int, device: torch.device) -> HostBuffers:
+        """``current`` when it holds ``n`` rows for ``device``, else new buffers."""
+        pinned = device.type == "cuda"
+        if current is None or current.capacity < n or current.pinned != pinned:
+            return cls(max(n, 256), pinned)
+        return current
 
     def __init__(self, capacity: int, pinned: bool) -> None:
         self.capacity = capacity
