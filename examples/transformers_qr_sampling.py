@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 import time
 import uuid
@@ -45,6 +46,7 @@ from transformers import (
 
 from qr_core import SamplingConfig, build_amplifier, build_temperature_strategy, select_tokens
 from qr_core.records import (
+    LOG_SINK_LOGGER,
     JsonlFileSink,
     LogSink,
     RecordSink,
@@ -213,7 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--chat", action="store_true", help="apply the chat template")
     parser.add_argument("--records", default=None, help="JSON Lines file for the records")
-    parser.add_argument("--log", choices=["summary", "full"], default=None, help="log records")
+    parser.add_argument(
+        "--log",
+        choices=["summary", "full"],
+        default=None,
+        help="also log every record on stderr: one line per token, or its whole JSON",
+    )
     parser.add_argument("--tag", default="transformers", help="request tag of the records")
     args = parser.parse_args(argv)
 
@@ -226,6 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sinks.append(JsonlFileSink(args.records))
     if args.log:
         sinks.append(LogSink(args.log))
+        # The sink logs at INFO on qr-core's record logger, which nothing
+        # configures in a plain script: give it a handler, or it prints nothing.
+        record_logger = logging.getLogger(LOG_SINK_LOGGER)
+        record_logger.addHandler(logging.StreamHandler(sys.stderr))
+        record_logger.setLevel(logging.INFO)
     prompts = args.prompt or ["Once upon a time"]
     with build_source(EntropyConfig()) as source:
         processor = QRLogitsProcessor(

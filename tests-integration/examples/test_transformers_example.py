@@ -8,7 +8,6 @@ its sinks receive must be exactly the tokens ``generate()`` produced.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from qr_core import SamplingConfig
-from qr_core.records import JsonlFileSink, RingBufferSink, TokenSamplingRecord
+from qr_core.records import JsonlFileSink, RingBufferSink, read_records
 from qr_entropy import EntropyConfig, build_source
 from qr_vllm.demo import build_tiny_model
 
@@ -126,7 +125,7 @@ def test_recorded_tokens_are_the_generated_tokens(
     assert all(r.logits_ready_ns <= r.entropy_requested_ns for r in records)
     assert all(r.num_candidates <= 50 and r.top_k == 50 for r in records)
     # The file holds the same tokens with the same entropy.
-    stored = [TokenSamplingRecord.from_json_dict(json.loads(x)) for x in path.open()]
+    stored = read_records(path).records
     key = [(r.request_id, r.token_index, r.token_id, r.raw_sha256, r.u) for r in records]
     assert [(r.request_id, r.token_index, r.token_id, r.raw_sha256, r.u) for r in stored] == key
 
@@ -144,7 +143,7 @@ def test_command_line_writes_the_records_it_reports(
     )
     argv = [sys.executable, str(EXAMPLE), "--model", str(model_path), "--max-new-tokens", "6"]
     result = subprocess.run(
-        [*argv, "--prompt", "Once upon a time", "--records", str(path)],
+        [*argv, "--prompt", "Once upon a time", "--records", str(path), "--log", "summary"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -153,8 +152,11 @@ def test_command_line_writes_the_records_it_reports(
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines = read_records(path).records
     assert 1 <= len(lines) <= 6
-    assert {d["entropy_source"] for d in lines} == {"quantum_grpc"}
+    assert {r.entropy_source for r in lines} == {"quantum_grpc"}
     assert f"tokens {len(lines)}, " in result.stdout
     assert f"records: {len(lines)} appended to {path}" in result.stdout
+    # --log summary: one line per token on stderr.
+    logged = [line for line in result.stderr.splitlines() if line.startswith("qr token ")]
+    assert len(logged) == len(lines), result.stderr[-3000:]

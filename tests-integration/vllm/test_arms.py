@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import re
 import shutil
@@ -197,7 +198,7 @@ def test_the_two_arm_demo_compares_system_against_sham(tiny_model: Path, tmp_pat
 
 
 def test_a_mixed_batch_records_each_arms_tokens_with_its_own_entropy(
-    arms: ArmServers, assert_just_in_time: JustInTime
+    arms: ArmServers, assert_just_in_time: JustInTime, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plan = {f"mix-{arm}-{i}": arm for arm in ("qrng", "control") for i in range(3)}
     tokens = _concurrently(
@@ -228,10 +229,35 @@ def test_a_mixed_batch_records_each_arms_tokens_with_its_own_entropy(
     by_arm = {"qrng": (cal.sha256, calibrated_hash(plain_hash, cal)), "control": (None, plain_hash)}
     for r in everything:
         assert (r.calibration_sha256, r.config_hash) == by_arm[str(r.arm)]
-    # qr-analyze does not pool the two calibrations silently: their config hashes
-    # differ, so it refuses without --allow-mixed-configs.
-    assert qr_analyze([str(arms.records), "--by", "arm"]) == EXIT_CONFIG
-    assert qr_analyze([str(arms.records), "--by", "arm", "--allow-mixed-configs"]) == EXIT_OK
+    # The qrng arm's records carry its calibration's figures (schema 3).
+    qrng = [r for r in everything if r.arm == "qrng"]
+    assert {(r.calibration_blocks, r.calibration_mean, r.calibration_std) for r in qrng} == {
+        (cal.blocks, cal.mean, cal.std)
+    }
+    assert {r.calibration_blocks for r in everything if r.arm == "control"} == {None}
+    # qr-analyze --by arm expects one configuration per arm; without --by the two
+    # calibrations' config hashes are still a mix it refuses.
+    assert qr_analyze([str(arms.records)]) == EXIT_CONFIG
+    capsys.readouterr()
+    assert qr_analyze([str(arms.records), "--by", "arm", "--json"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    groups = {g["label"]: g for g in report["groups"]}
+    # The calibration term in the qrng arm's standard error: sqrt(1/n + 1/B), B = 60
+    # blocks; the uncalibrated control arm's is sqrt(1/n).
+    n_qrng, n_control = groups["arm=qrng"]["tokens"], groups["arm=control"]["tokens"]
+    assert groups["arm=qrng"]["z"]["standard_error"] == pytest.approx(
+        math.sqrt(1 / n_qrng + 1 / cal.blocks), rel=1e-9
+    )
+    assert groups["arm=qrng"]["calibration"]["blocks"] == cal.blocks
+    assert groups["arm=qrng"]["ks"]["method"] == "bootstrap"
+    assert groups["arm=control"]["z"]["standard_error"] == pytest.approx(
+        math.sqrt(1 / n_control), rel=1e-9
+    )
+    assert groups["arm=control"]["calibration"]["blocks"] is None
+    test = report["comparison"]["test"]  # qrng against control: one calibration's offset
+    assert test["model_standard_error"] == pytest.approx(
+        math.sqrt(1 / n_qrng + 1 / n_control + 1 / cal.blocks), rel=1e-9
+    )
     # Steps whose rows used both arms: one fetch per arm, each after the logits.
     mixed = [
         rows

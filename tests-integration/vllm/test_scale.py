@@ -3,8 +3,14 @@
 * Several writers on one ``QR_RECORD_PATH``, each rotating at 50 KB: a ``vllm
   serve`` with two data-parallel engines and two API servers, and a second
   ``vllm serve`` replica on the same path, all serving at once.
-* SIGTERM in the middle of streaming requests, with vLLM's default
-  ``--shutdown-timeout 0`` (the engines are killed right after).
+* SIGTERM in the middle of streaming requests: the data-parallel server with
+  vLLM's default ``--shutdown-timeout 0`` (its engines are killed right after),
+  the replica with ``--shutdown-timeout 300`` (it drains, then seals its series).
+* The audit on those records: every writer's hash chain verifies (the killed
+  engines' series unsealed, the replica's sealed), each kind of tampering is
+  found and named, and the pre-registered plan both servers ran under is
+  analysed as registered (an interim look, tokens beyond the plan, a changed
+  plan refused).
 * Prompts longer than ``max_num_batched_tokens`` (chunked prefill) and a KV
   cache too small for the batch (preemption), in-process.
 
@@ -14,8 +20,10 @@ every line is a valid record, and ``qr-analyze`` reads the set as one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -26,7 +34,15 @@ import pytest
 from vllm import LLM, SamplingParams
 
 from qr_core.analysis.cli import main as qr_analyze
-from qr_core.records import read_records, rotated_segments, writer_files
+from qr_core.records import (
+    StoppingRule,
+    preregistration_bytes,
+    read_records,
+    rotated_segments,
+    verify_chain,
+    writer_file,
+    writer_files,
+)
 from qr_vllm import QRSamplingLogitsProcessor
 
 from .serve_helpers import (
@@ -122,6 +138,33 @@ def shared_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shared") / "records.jsonl"
 
 
+# Arm A is a request of the first run (32 tokens), arm B a stream of the SIGTERM run
+# on the replica, which drains it to all 240 tokens: after the first run the plan's
+# 20 tokens per arm are not all in (an interim look), after the SIGTERM run they are,
+# and more (tokens beyond the plan).
+PLAN_ARMS = ("rep-0", "s-rep-0")
+PLAN_TOKENS = 20
+
+
+@pytest.fixture(scope="module")
+def plan_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pre-registered plan both servers run under (``QR_PREREGISTRATION_PATH``)."""
+    path = tmp_path_factory.mktemp("plan") / "plan.json"
+    path.write_bytes(
+        preregistration_bytes(
+            hypothesis="the two arms' mean z differ",
+            design="two-arm",
+            group_by="tag",
+            arms=PLAN_ARMS,
+            tokens_per_arm=PLAN_TOKENS,
+            alpha=0.05,
+            primary_statistic="z",
+            stopping=StoppingRule("fixed"),
+        )
+    )
+    return path
+
+
 def _env(path: Path, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
@@ -137,20 +180,28 @@ def _env(path: Path, **extra: str) -> dict[str, str]:
 def servers(
     serve_command: Callable[..., list[str]],
     shared_path: Path,
+    plan_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Server, Server]]:
-    """Two data-parallel engines behind two API servers, and a plain replica: one path."""
+    """Two data-parallel engines behind two API servers, and a plain replica: one
+    path, one pre-registered plan. The replica drains at SIGTERM (and seals)."""
     workdir = tmp_path_factory.mktemp("scale")
     common = ("--max-model-len", "256", "--seed", "0")
+    plan = {"QR_PREREGISTRATION_PATH": str(plan_file)}
     dp = start_server(
         serve_command(*common, "--data-parallel-size", "2", "--api-server-count", "2"),
         # Two engines on one NUMA node need one core each.
-        _env(shared_path, VLLM_CPU_OMP_THREADS_BIND="0|1"),
+        _env(shared_path, VLLM_CPU_OMP_THREADS_BIND="0|1", **plan),
         workdir,
         "dp2",
     )
     try:
-        replica = start_server(serve_command(*common), _env(shared_path), workdir, "replica")
+        replica = start_server(
+            serve_command(*common, "--shutdown-timeout", "300"),
+            _env(shared_path, **plan),
+            workdir,
+            "replica",
+        )
     except BaseException:
         stop_group(dp.proc)
         raise
@@ -197,9 +248,25 @@ def test_data_parallel_api_servers_and_a_replica_share_one_path(
     for live in writer_files(shared_path):
         assert rotated_segments(live), f"{live.name} never rotated"
     assert not shared_path.exists()
-    assert qr_analyze([str(shared_path), "--json"]) == 0
+    assert qr_analyze([str(shared_path), "--json", "--exploratory"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tokens"] == 60 * 32  # one set: every writer's series, nothing twice
+
+
+@pytest.mark.slow
+def test_an_early_analysis_is_an_interim_look(
+    servers: tuple[Server, Server],
+    shared_path: Path,
+    plan_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After the first run arm A has its 32 tokens and arm B none yet: no test."""
+    assert qr_analyze([str(shared_path), "--preregistration", str(plan_file)]) == 0
+    out = capsys.readouterr().out
+    assert "stage           INTERIM LOOK: the planned tokens are not all in" in out
+    assert "arm             rep-0: 32 tokens, first 0 analysed; 32 since the last look" in out
+    assert "arm             s-rep-0: 0 tokens" in out
+    assert f"no test before the planned tokens are in ({PLAN_TOKENS} per arm)" in out
 
 
 @pytest.mark.slow
@@ -227,7 +294,8 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
         assert time.monotonic() < deadline, [len(s.tokens) for s in streams]
         assert not any(s.error for s in streams), [s.error for s in streams]
         time.sleep(0.05)
-    # vLLM's default --shutdown-timeout 0: engines are SIGKILLed right after SIGTERM.
+    # vLLM's default --shutdown-timeout 0: the DP engines are SIGKILLed right after
+    # SIGTERM; the replica (--shutdown-timeout 300) finishes its streams first.
     for server in (dp, replica):
         server.proc.send_signal(signal.SIGTERM)
     for t in threads:  # ended by the server, or idle for STREAM_IDLE_S after the kill
@@ -245,4 +313,147 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
 
     records = read_records(shared_path).records  # a killed writer leaves no bad line
     assert_each_token_once({s.tag: s.tokens for s in streams}, records, prefix=True)
-    assert qr_analyze([str(shared_path)]) == 0
+    assert qr_analyze([str(shared_path), "--exploratory"]) == 0
+
+
+# ------------------------------------------- the audit of the records of both runs
+
+
+def _copy(base: Path, into: Path) -> Path:
+    """A copy of the whole record set (every writer's files) to tamper with."""
+    into.mkdir()
+    for f in base.parent.iterdir():
+        if f.name.startswith(base.stem + "."):
+            shutil.copy(f, into / f.name)
+    return into / base.name
+
+
+def _rewrite(path: Path, change: Callable[[list[bytes]], list[bytes]]) -> None:
+    path.write_bytes(b"".join(change(path.read_bytes().splitlines(True))))
+
+
+def _tampered(base: Path, kind: str) -> list[str]:
+    """The places of the findings other than the killed engines' ``unsealed``; all
+    must be of ``kind``."""
+    report = verify_chain(base)
+    assert report.tampered
+    found = [f for f in report.findings if f.tampering]
+    assert {f.kind for f in found} == {kind}, [str(f) for f in found]
+    return [f.where for f in found]
+
+
+def _without_tag(tag: str) -> Callable[[list[bytes]], list[bytes]]:
+    needle = f'"request_tag":"{tag}"'.encode()
+    return lambda lines: [x for x in lines if needle not in x]
+
+
+@pytest.mark.slow
+def test_records_verify_and_each_tampering_is_named(
+    servers: tuple[Server, Server], shared_path: Path, tmp_path: Path
+) -> None:
+    """The records of three writers after the SIGTERM: the killed data-parallel engines'
+    series end unsealed (a crash, not tampering), the drained replica's is sealed.
+    Every tampering below, on a fresh copy, is found, named by kind and place."""
+    untouched = verify_chain(shared_path)
+    assert not untouched.tampered, [str(f) for f in untouched.findings]
+    assert {f.kind for f in untouched.findings} <= {"unsealed"}
+    assert len(untouched.series) == 3
+    (replica,) = [s for s in untouched.series if s.sealed]
+    assert replica.writer_id is not None
+    assert replica.records == 20 * 32 + 8 * _STREAM_TOKENS  # it drained: every token
+    mine: str = replica.writer_id
+    killed = sorted(s.writer_id for s in untouched.series if s.writer_id and not s.sealed)
+    assert len(killed) == len(untouched.findings) == 2
+    for finding, writer in zip(sorted(untouched.findings, key=str), killed, strict=True):
+        assert finding.where.startswith(str(writer_file(shared_path, writer)))  # last record
+
+    def files(base: Path, writer: str = mine) -> list[Path]:
+        live = writer_file(base, writer)
+        return [*rotated_segments(live), live]
+
+    # One line deleted from the middle of a segment.
+    base = _copy(shared_path, tmp_path / "line")
+    segment = files(base)[len(files(base)) // 2]
+    _rewrite(segment, lambda lines: lines[:10] + lines[11:])
+    assert _tampered(base, "deleted") == [f"{segment}:11"]
+
+    # A whole request deleted, from the replica and from the killed engine that ran it.
+    base = _copy(shared_path, tmp_path / "request")
+    for writer, tag in [(mine, "rep-3")] + [(w, "dp-5") for w in killed]:
+        for f in files(base, writer):
+            _rewrite(f, _without_tag(tag))
+    places = _tampered(base, "deleted")
+    assert any(p.startswith(str(writer_file(base, mine))) for p in places)
+    assert any(p.startswith(str(writer_file(base, w))) for w in killed for p in places)
+
+    # Two lines of one segment swapped.
+    base = _copy(shared_path, tmp_path / "swap")
+    segment = files(base)[3]
+    _rewrite(segment, lambda lines: [*lines[:5], lines[20], *lines[6:20], lines[5], *lines[21:]])
+    assert sorted(_tampered(base, "reordered")) == [f"{segment}:21", f"{segment}:6"]
+
+    # One digit of a z edited, in a killed engine's series.
+    base = _copy(shared_path, tmp_path / "digit")
+    segment = files(base, killed[1])[2]
+    lines = segment.read_bytes().splitlines(True)
+    text = repr(json.loads(lines[7])["z_score"]).encode()
+    at = next(i for i, c in enumerate(text) if chr(c) in "123456789")
+    edited = text[:at] + str(int(chr(text[at])) % 9 + 1).encode() + text[at + 1 :]
+    assert lines[7].count(b'"z_score":' + text) == 1
+    lines[7] = lines[7].replace(b'"z_score":' + text, b'"z_score":' + edited)
+    segment.write_bytes(b"".join(lines))
+    assert _tampered(base, "edited") == [f"{segment}:8"]
+
+    # A rotated segment dropped.
+    base = _copy(shared_path, tmp_path / "segment")
+    dropped = files(base)[4]
+    dropped.unlink()
+    assert str(dropped) in _tampered(base, "missing-segment")
+
+    # The tail cut inside the last record, the seal gone with it (as a crash would
+    # leave it): unsealed, with the last intact record; not tampering.
+    base = _copy(shared_path, tmp_path / "tail")
+    series = files(base)
+    holder = next(f for f in reversed(series) if not f.read_bytes().startswith(b'{"seal":'))
+    data = holder.read_bytes()
+    end = data.find(b'{"seal":')
+    last = data.rindex(b"\n", 0, (len(data) if end < 0 else end) - 1) + 1
+    holder.write_bytes(data[: last + 200])
+    for f in series[series.index(holder) + 1 :]:
+        f.write_bytes(b"")  # a seal alone in a live file of its own goes too
+    report = verify_chain(base)
+    assert not report.tampered, [str(f) for f in report.findings]
+    (cut,) = [f for f in report.findings if f.where.startswith(str(writer_file(base, mine)))]
+    complete = holder.read_bytes().count(b"\n")
+    assert cut.kind == "unsealed"
+    assert cut.where == f"{holder}:{complete}"  # the last intact record
+    assert f"{holder}:{complete + 1}, was cut short" in cut.message
+    assert qr_analyze(["verify", str(base)]) == 6  # intact, but unsealed
+    assert qr_analyze(["verify", str(shared_path)]) == 6  # the killed engines
+
+
+@pytest.mark.slow
+def test_analysis_as_registered_after_both_runs(
+    servers: tuple[Server, Server],
+    shared_path: Path,
+    plan_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert qr_analyze([str(shared_path), "--preregistration", str(plan_file)]) == 0
+    out = capsys.readouterr().out
+    assert "stage           final analysis" in out
+    beyond = _STREAM_TOKENS - PLAN_TOKENS
+    assert f"rep-0: 32 tokens, first {PLAN_TOKENS} analysed; 12 BEYOND THE PLAN" in out
+    assert f"s-rep-0: {_STREAM_TOKENS} tokens, first {PLAN_TOKENS} analysed; {beyond} BEYOND" in out
+    # The manifest names the plan in every series.
+    assert qr_analyze(["verify", "--manifest", str(shared_path)]) == 6  # killed engines
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert len(rows) == 3
+    plan_sha = hashlib.sha256(plan_file.read_bytes()).hexdigest()
+    assert all(row.split()[2] == plan_sha for row in rows)
+    # A changed plan file is refused for these records.
+    changed = tmp_path / "plan.json"
+    changed.write_bytes(plan_file.read_bytes().replace(b'"alpha": 0.05', b'"alpha": 0.01'))
+    assert qr_analyze([str(shared_path), "--preregistration", str(changed)]) == 3
+    assert "not made under this plan file" in capsys.readouterr().err

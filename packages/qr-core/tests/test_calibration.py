@@ -92,7 +92,9 @@ def test_file_round_trip_and_tampering(tmp_path: Path) -> None:
     data = json.loads(cal.to_json())
     data["format_version"] = 99
     path.write_text(json.dumps(data))
-    with pytest.raises(QRCoreError, match=r"format_version=99 is not supported.*format_version=1"):
+    with pytest.raises(
+        QRCoreError, match=r"format_version=99 is not supported.*format_version in \[1, 2\]"
+    ):
         load_calibration(path)
     with pytest.raises(QRCoreError, match="cannot be read"):
         load_calibration(tmp_path / "missing.json")

@@ -91,6 +91,17 @@ def test_a_path_that_is_not_a_socket_is_an_error(run_cli: RunCli, short_dir: Pat
     assert path.read_text() == "not a socket"
 
 
+def test_a_missing_directory_is_named(run_cli: RunCli, short_dir: Path) -> None:
+    # By hand, /run/qr-entropy-server exists only under the systemd unit.
+    folder = short_dir / "absent"
+    done = run_cli("--address", f"unix://{folder}/e.sock")
+    assert done.returncode == 2
+    assert f"the directory '{folder}' does not exist" in done.stderr
+    # The error names the directory, not the private file the server would bind.
+    assert ".qrs-" not in done.stderr
+    assert not folder.exists()
+
+
 def test_socket_mode_sets_the_file_mode(spawn: Spawn, short_dir: Path) -> None:
     sock = short_dir / "e.sock"
     server = spawn("--address", f"unix://{sock}", "--socket-mode", "660")

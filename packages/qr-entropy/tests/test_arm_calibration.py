@@ -60,13 +60,30 @@ def test_calibrate_arm_measures_the_arms_source(calibration: Path) -> None:
 def test_check_arm_tests_drift_from_the_arms_own_calibration(
     env: pytest.MonkeyPatch, calibration: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _arms(env, seed=2, calibration_path=str(calibration))
+    # The same device (a seeded mock's device_id names its seed): its first 200 blocks
+    # again, which the drift tests accept at alpha 0.001.
+    _arms(env, seed=1, calibration_path=str(calibration))
     capsys.readouterr()
     assert main(["check", "--arm", "biased", *CHECK]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["source"] == "mock_uniform"
     assert report["bytes_per_fetch"] == SAMPLE_COUNT  # the calibration's sample_count
+    assert report["amplifier"] == "zscore_mean"
+    assert report["calibration_sha256"] == load_calibration(calibration).sha256
     assert next(t["name"] for t in report["tests"]) == "statistic_drift_z"
+
+
+def test_check_arm_refuses_the_calibration_of_another_device(
+    env: pytest.MonkeyPatch, calibration: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Another seed is another device_id: the calibration does not describe it.
+    _arms(env, seed=2, calibration_path=str(calibration))
+    capsys.readouterr()
+    assert main(["check", "--arm", "biased", *CHECK]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "device_id 'pcg64(seed=1,bias=5.0)'" in err
+    assert "reports device_id 'pcg64(seed=2,bias=5.0)'" in err
+    assert err.startswith("qr-entropy check: ConfigError: QR_SOURCES: arm 'biased'")
 
 
 def test_check_arm_never_uses_the_top_level_calibration(

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,6 +115,25 @@ def test_cli_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for label in ("source         system", "throughput", "p50", "p90", "p99", "ks_amplified_u"):
         assert label in out
+
+
+def test_the_drift_tests_table_keeps_its_columns(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The drift tests' names (byte_histogram_drift) are longer than the ideal-null ones.
+    for name in ("QR_SAMPLE_COUNT", "QR_SIGNAL_AMPLIFIER_TYPE", "QR_CALIBRATION_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "system")
+    calibration = tmp_path / "cal.json"
+    argv = ["calibrate", "--blocks", "100", "--sample-count", "256", "--output", str(calibration)]
+    assert main(argv) == EXIT_OK
+    monkeypatch.setenv("QR_CALIBRATION_PATH", str(calibration))
+    capsys.readouterr()
+    main(["check", "--samples", "20"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line[2:6] in ("PASS", "FAIL")]
+    assert {row.split()[1] for row in rows} >= {"byte_histogram_drift", "statistic_drift_z"}
+    assert len({row.index(" stat ") for row in rows}) == 1, rows
+    assert len({row.index("  p ") for row in rows}) == 1, rows
 
 
 def test_cli_exit_status_2_for_an_unknown_source(capsys: pytest.CaptureFixture[str]) -> None:

@@ -104,6 +104,14 @@ def test_unknown_key_lists_allowed_keys_without_forbidden_ones() -> None:
     assert "qr_grpc" not in message
 
 
+def test_keys_the_caller_handles_are_skipped_and_listed_as_allowed() -> None:
+    extra = ("qr_entropy_source",)
+    assert apply_overrides(BASE, {"qr_entropy_source": "qrng"}, also_allowed=extra) is BASE
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(BASE, {"qr_top_q": 0.5}, forbidden=INFRA, also_allowed=extra)
+    assert str(info.value).endswith(", qr_entropy_source")
+
+
 @pytest.mark.parametrize("field", INFRA)
 def test_every_infrastructure_field_is_refused_per_request(field: str) -> None:
     with pytest.raises(ConfigError) as info:

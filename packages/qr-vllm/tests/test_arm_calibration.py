@@ -13,6 +13,7 @@ compare two computations on the same bytes, randomness is not what they check.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 from qr_core import Calibration, SamplingConfig, build_amplifier
 from qr_core.records import TokenSamplingRecord
 from qr_core.testing import OpCount, count_ops
-from qr_entropy import EntropyFetch
+from qr_entropy import EntropyFetch, ProbeResult
 from qr_vllm import (
     AdapterConfig,
     QRParamsError,
@@ -38,6 +39,7 @@ from qr_vllm import (
     calibrated_hash,
 )
 from qr_vllm._batch import plan_for_params
+from qr_vllm._device_check import FirstFetchCheck, refuse_other_devices
 from qr_vllm.step import Slot, StepSampler
 
 SAMPLE_COUNT = 256
@@ -46,17 +48,21 @@ CALIBRATED, PLAIN = "qrng", "control"
 
 
 def _calibration(
-    sample_count: int = SAMPLE_COUNT, amplifier: str = "zscore_mean", blocks: int = 200
+    sample_count: int = SAMPLE_COUNT,
+    amplifier: str = "zscore_mean",
+    blocks: int = 200,
+    device: tuple[str, str] = ("test", "known-bytes"),
 ) -> Calibration:
-    """A calibration of known bytes: uniform on 2..255 (mean 128.5), seeded."""
+    """A calibration of known bytes: uniform on 2..255 (mean 128.5), seeded, labelled as
+    made on ``device`` (source type, device id)."""
     config = SamplingConfig(signal_amplifier_type=amplifier, sample_count=sample_count)
     builder = build_amplifier(config).calibration_builder()
     rng = np.random.default_rng(7)
     builder.add(rng.integers(2, 256, size=(blocks, sample_count), dtype=np.uint8))
     return builder.finish(
-        source_type="test",
+        source_type=device[0],
         source_address="",
-        device_id="known-bytes",
+        device_id=device[1],
         started_at="2026-01-01T00:00:00+00:00",
         finished_at="2026-01-01T00:00:01+00:00",
         duration_s=1.0,
@@ -202,7 +208,8 @@ def test_a_request_may_not_leave_its_calibrated_arms_settings(
 def test_processor_records_carry_their_arms_calibration_hash(
     env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    cal = _calibration()
+    # Labelled as the arm's device (the start-up probe compares the device ids).
+    cal = _calibration(device=("mock_uniform", "pcg64(seed=1,bias=0.0)"))
     _set_arms(env, _saved(tmp_path, cal))
     proc = _processor()
     added = [
@@ -216,11 +223,49 @@ def test_processor_records_carry_their_arms_calibration_hash(
     plain_hash = by_tag[PLAIN].config_hash
     assert by_tag[CALIBRATED].calibration_sha256 == cal.sha256
     assert by_tag[CALIBRATED].config_hash == calibrated_hash(plain_hash, cal) != plain_hash
+    assert by_tag[CALIBRATED].calibration_blocks == 200
     assert by_tag[PLAIN].calibration_sha256 is None
+    assert by_tag[PLAIN].calibration_blocks is None
     assert by_tag["None"].calibration_sha256 is None
     assert by_tag["None"].config_hash == plain_hash
     # The calibrated row's u is the calibrated amplifier's on that row's bytes.
     _assert_u_of_own_calibration([by_tag[CALIBRATED], by_tag[PLAIN]], cal)
+
+
+def test_an_arm_calibration_of_another_device_is_refused_at_start(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The start-up probe reads the arm's device id: "known-bytes" is another device.
+    _set_arms(env, _saved(tmp_path, _calibration()))
+    with pytest.raises(
+        QRParamsError,
+        match=r"QR_SOURCES: arm 'qrng': calibration_path: .* made on source 'test' "
+        r"\(device_id 'known-bytes'\), but this source is 'mock_uniform' "
+        r"\(device_id 'pcg64\(seed=1,bias=0.0\)'\)",
+    ):
+        _processor()
+
+
+def test_an_arm_unreachable_at_start_is_checked_on_its_first_fetch() -> None:
+    cal = _calibration(device=("mock_uniform", "pcg64(seed=1,bias=0.0)"))
+    down = ProbeResult("mock_uniform", False, detail="down")
+    unchecked = refuse_other_devices({CALIBRATED: cal}, {CALIBRATED: down})
+    assert unchecked == (CALIBRATED,)
+    check = FirstFetchCheck({CALIBRATED: cal}, unchecked)
+    other = EntropyFetch(
+        data=b"\0",
+        source="mock_uniform",
+        device_id="pcg64(seed=3,bias=0.0)",
+        sequence_id=None,
+        requested_ns=0,
+        generated_ns=None,
+        received_ns=1,
+    )
+    check.check(CALIBRATED, dataclasses.replace(other, fallback=True))  # not the device
+    assert check.pending
+    with pytest.raises(QRParamsError, match="reports device_id 'pcg64\\(seed=3"):
+        check.check(CALIBRATED, other)
+    assert not check.pending
 
 
 # ---------------------------------------------------------------- the step

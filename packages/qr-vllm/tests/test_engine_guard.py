@@ -22,6 +22,7 @@ from qr_vllm import (
     check_engine,
 )
 from qr_vllm._engine_guard import guard_validator, install
+from qr_vllm._stamp import stamp
 
 SPECULATIVE = SimpleNamespace(speculative_config=object(), model_config=None)
 POOLING = SimpleNamespace(
@@ -108,11 +109,15 @@ def test_processor_built_in_an_unsupported_mode(
     config: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Model Runner V2 builds entry-point processors even under speculative decoding.
+    # Stamped like every engine configuration a front end builds (qr_vllm._stamp).
     engine = SimpleNamespace(
-        **vars(config), parallel_config=SimpleNamespace(tensor_parallel_size=1)
+        **vars(config),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1),
+        additional_config=stamp({}),
     )
     with pytest.raises(UnsupportedEngineError):
         QRSamplingLogitsProcessor(engine, torch.device("cpu"), False)  # type: ignore[arg-type]
     monkeypatch.setenv("QR_ENABLED", "false")
+    engine.additional_config = stamp({})
     processor = QRSamplingLogitsProcessor(engine, torch.device("cpu"), False)  # type: ignore[arg-type]
     processor.close()

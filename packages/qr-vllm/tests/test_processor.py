@@ -258,7 +258,8 @@ def test_record_file_holds_every_record(monkeypatch: pytest.MonkeyPatch, tmp_pat
     proc.close()
     assert not path.exists()  # each process writes its own series under the base path
     own = writer_file(path, proc.writer_id)
-    lines = [json.loads(line) for line in own.read_text().splitlines()]
+    *lines, seal = [json.loads(line) for line in own.read_text().splitlines()]
+    assert seal["seal"]["count"] == 6  # close() sealed the hash-chained series
     assert {d["writer_id"] for d in lines} == {proc.writer_id}
     assert not any(d["discarded"] for d in lines)
     assert len(lines) == 6

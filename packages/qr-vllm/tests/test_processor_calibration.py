@@ -27,8 +27,11 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def _calibration(tmp_path: Path, sample_count: int = SAMPLE_COUNT) -> tuple[Path, Calibration]:
-    config = EntropyConfig(entropy_source_type="mock_uniform", mock_uniform_seed=5)
+def _calibration(
+    tmp_path: Path, sample_count: int = SAMPLE_COUNT, seed: int = 99
+) -> tuple[Path, Calibration]:
+    # Seed 99 is the engine's source (``env``): the same device_id, so the same device.
+    config = EntropyConfig(entropy_source_type="mock_uniform", mock_uniform_seed=seed)
     cal = run_calibration(config, blocks=40, amplifier="zscore_mean", sample_count=sample_count)
     path = tmp_path / f"cal-{sample_count}.json"
     cal.save(path)
@@ -63,6 +66,25 @@ def test_records_carry_the_calibration_and_its_hash(
     assert calibrated.u_transform == "randomized_pit"
     assert calibrated.config_hash == calibrated_hash(plain.config_hash, cal)
     assert calibrated.config_hash != plain.config_hash
+    # The figures the analysis needs (schema 3).
+    assert calibrated.calibration_blocks == 40
+    assert (calibrated.calibration_mean, calibrated.calibration_std) == (cal.mean, cal.std)
+    assert calibrated.calibration_mean_se_z == pytest.approx(1 / 40**0.5, rel=1e-12)
+    assert calibrated.calibration_std_se_z == pytest.approx(cal.std_se / cal.std, rel=1e-12)
+
+
+def test_a_calibration_of_another_device_is_refused_at_start(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The start-up probe reads the device_id the source reports: seed 5 is another device.
+    path, _ = _calibration(tmp_path, seed=5)
+    env.setenv("QR_CALIBRATION_PATH", str(path))
+    with pytest.raises(
+        QRParamsError,
+        match=r"QR_CALIBRATION_PATH: .*device_id 'pcg64\(seed=5,bias=0.0\)'.*"
+        r"reports device_id 'pcg64\(seed=99,bias=0.0\)'",
+    ):
+        _processor()
 
 
 def test_the_phi_setting_is_recorded(env: pytest.MonkeyPatch) -> None:

@@ -75,6 +75,16 @@ def test_bad_values_name_the_key_and_allowed_values(key: str, value: object, exp
     assert isinstance(info.value, ValueError)
 
 
+def test_an_unknown_key_lists_every_allowed_key_with_the_arm_key() -> None:
+    with pytest.raises(QRParamsError) as info:
+        resolve_request(SamplingSettings(), {"qr_entropy_sorce": "qrng"})
+    allowed = str(info.value).split("allowed keys: ")[1].split(", ")
+    assert "qr_entropy_source" in allowed
+    assert "qr_top_k" in allowed
+    # The arm key itself is the processor's to resolve, not a sampling setting.
+    assert resolve_request(SamplingSettings(), {"qr_entropy_source": "qrng"}) == SamplingSettings()
+
+
 @pytest.mark.parametrize(
     "key", ["qr_grpc_server_address", "qr_entropy_source_type", "qr_record_path"]
 )

@@ -26,6 +26,7 @@ from qr_core._amplifiers import (
 )
 from qr_core._calibration import (
     CALIBRATION_FORMAT_VERSION,
+    READABLE_CALIBRATION_FORMATS,
     Calibration,
     CalibrationBuilder,
     load_calibration,
@@ -64,6 +65,7 @@ __all__ = [
     "CALIBRATION_FORMAT_VERSION",
     "MAX_SAMPLE_COUNT",
     "POPULATION_STD",
+    "READABLE_CALIBRATION_FORMATS",
     "SAMPLING_BOUNDS",
     "AmplificationResult",
     "BatchAmplificationResult",

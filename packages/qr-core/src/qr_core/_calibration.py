@@ -14,7 +14,18 @@ recomputes it and refuses a file whose content does not match its hash.
 Standard errors, for B blocks: ``mean_se = std / sqrt(B)``, i.e. ``1 / sqrt(B)`` in
 units of z (B = 2,000: 0.022; 10,000: 0.010; 100,000: 0.0032), and
 ``std_se = sqrt(m4 - s^4 (B - 3) / (B - 1)) / (2 s sqrt(B))`` from the sample fourth
-central moment m4 (``~ std / sqrt(2 B)`` for a normal S).
+central moment m4 (``~ std / sqrt(2 B)`` for a normal S); their covariance
+``mean_std_cov = m3 / (2 s B)`` from the third central moment m3 (0 for a symmetric S).
+These are what ``qr_core.analysis`` needs to put the calibration's own error into
+every statistic of a calibrated arm, and each record carries them.
+
+Format 2 adds ``mean_std_cov``. A format-1 file still loads (its hash covers the
+format-1 content, so it still verifies) and reads ``mean_std_cov = 0``.
+
+The file is bound to its device: ``device_id`` is the id the source reported in its
+responses while the blocks were drawn, beside the source type, address, sample_count
+and amplifier. :meth:`Calibration.device_mismatch` says whether a device id reported
+now is another device; ``qr-entropy check`` and the engine refuse such a calibration.
 """
 
 from __future__ import annotations
@@ -34,13 +45,19 @@ from qr_core._errors import QRCoreError
 
 __all__ = [
     "CALIBRATION_FORMAT_VERSION",
+    "READABLE_CALIBRATION_FORMATS",
     "Calibration",
     "CalibrationBuilder",
     "load_calibration",
 ]
 
-CALIBRATION_FORMAT_VERSION: Final = 1
-"""Layout version of the calibration file."""
+CALIBRATION_FORMAT_VERSION: Final = 2
+"""Layout version of the calibration files this code writes."""
+
+READABLE_CALIBRATION_FORMATS: Final = (1, 2)
+"""Layout versions :func:`load_calibration` reads (format 1 lacks ``mean_std_cov``)."""
+
+_ADDED_IN_FORMAT_2: Final = ("mean_std_cov",)
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
@@ -69,6 +86,9 @@ class Calibration:
     """Sample standard deviation of the statistic (``ddof = 1``)."""
     std_se: float
     """Standard error of ``std`` (from the fourth central moment)."""
+    mean_std_cov: float
+    """Covariance of the estimates ``mean`` and ``std``: ``m3 / (2 std B)`` from the
+    third central moment m3 (units of S squared; 0 in format-1 files)."""
     null_mean: float
     """Mean of the statistic under the ideal null, for comparison."""
     null_std: float
@@ -95,11 +115,40 @@ class Calibration:
     """SHA-256 of the content (every other field), see the module docstring."""
 
     def content(self) -> dict[str, object]:
-        """Every field except ``sha256``, as plain JSON values."""
+        """Every field of its format except ``sha256``, as plain JSON values."""
         data = asdict(self)
         del data["sha256"]
+        if self.format_version == 1:
+            for name in _ADDED_IN_FORMAT_2:
+                del data[name]
         data["byte_histogram"] = list(self.byte_histogram)
         return data
+
+    def device_mismatch(self, device_id: str, source_type: str | None = None) -> str | None:
+        """Why this calibration does not belong to the device that reports ``device_id``
+        now (``None`` when it does).
+
+        A calibration binds its device by the id the source reported in its responses
+        while the blocks were drawn; another id is another device, whose mean and
+        standard deviation this calibration does not describe. An empty ``device_id``
+        (a source that reports none) matches only a calibration made without one.
+        With ``source_type``, the source's name must match too (a calibration of a
+        ``mock_uniform`` source is not one of ``system``).
+        """
+        if source_type is not None and source_type != self.source_type:
+            return (
+                f"the calibration {self.sha256[:12]} was made on source "
+                f"{self.source_type!r} (device_id {self.device_id or '(none)'!r}), but this "
+                f"source is {source_type!r} (device_id {device_id or '(none)'!r}): "
+                "calibrate this device"
+            )
+        if device_id == self.device_id:
+            return None
+        return (
+            f"the calibration {self.sha256[:12]} was made on device_id "
+            f"{self.device_id or '(none)'!r} (source {self.source_type}), but the source "
+            f"now reports device_id {device_id or '(none)'!r}: calibrate this device"
+        )
 
     def to_json(self) -> str:
         """The file's text: the content plus its ``sha256``, indented."""
@@ -120,18 +169,20 @@ class Calibration:
                 the wrong type, or content that does not match ``sha256``.
         """
         version = data.get("format_version")
-        if version != CALIBRATION_FORMAT_VERSION or isinstance(version, bool):
+        if version not in READABLE_CALIBRATION_FORMATS or type(version) is not int:
             raise QRCoreError(
-                f"{origin}: format_version={version!r} is not supported; "
-                f"this qr-core reads format_version={CALIBRATION_FORMAT_VERSION}"
+                f"{origin}: format_version={version!r} is not supported; this qr-core "
+                f"reads format_version in {list(READABLE_CALIBRATION_FORMATS)}"
             )
         names = {f.name for f in fields(cls)}
+        if version == 1:
+            names -= set(_ADDED_IN_FORMAT_2)
         missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise QRCoreError(f"{origin}: keys missing {missing}, unknown {unknown}")
         values: dict[str, object] = {}
         for f in fields(cls):
-            value = data[f.name]
+            value = data.get(f.name, 0.0)  # only format 2's mean_std_cov can be absent
             if f.name == "byte_histogram":
                 counts = value if isinstance(value, list) else []
                 if len(counts) != 256 or not all(type(c) is int and c >= 0 for c in counts):
@@ -257,6 +308,7 @@ class CalibrationBuilder:
         if m2 <= 0:
             raise QRCoreError("the statistic took one value in every block: no calibration")
         std = math.sqrt(m2 * b / (b - 1))
+        m3 = float(np.mean(d**3))
         m4 = float(np.mean(d**4))
         var_s2 = max(m4 - std**4 * (b - 3) / (b - 1), 0.0) / b
         lag1 = float(d[:-1] @ d[1:]) / float(d @ d)
@@ -274,6 +326,7 @@ class CalibrationBuilder:
             "mean_se": std / math.sqrt(b),
             "std": std,
             "std_se": math.sqrt(var_s2) / (2.0 * std),
+            "mean_std_cov": m3 / (2.0 * std * b),
             "null_mean": float(self._null[0]),
             "null_std": float(self._null[1]),
             "lag1_autocorrelation": lag1,

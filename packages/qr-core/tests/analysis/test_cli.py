@@ -144,7 +144,7 @@ def test_partial_last_line_is_reported(
     code, out, _ = _run([str(path)], capsys)
     assert code == EXIT_OK
     assert "tokens     20" in out
-    assert f"skipped partial last line {path}:21" in out
+    assert f"skipped partial last line {path}:22" in out  # 20 records, the seal, the cut
     assert any("partial last line" in r.getMessage() for r in caplog.records)
 
 

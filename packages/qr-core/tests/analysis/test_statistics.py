@@ -23,7 +23,8 @@ from qr_core.analysis import (
     walk_excursion,
     welch,
 )
-from qr_core.analysis._serial import brownian_max_sf, runs_distribution
+from qr_core.analysis._serial import runs_distribution
+from qr_core.analysis._walk import brownian_max_sf
 from qr_core.analysis.cli import EXIT_OK, EXIT_USAGE, main
 from qr_core.records import RecordError
 

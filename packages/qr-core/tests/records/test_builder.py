@@ -252,3 +252,19 @@ def test_the_defaults_give_three_well_formed_records() -> None:
 def test_a_mismatch_is_refused_naming_the_argument(changes: dict[str, object], match: str) -> None:
     with pytest.raises(RecordError, match=match):
         _build(**changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshFetch(Fetch):
+    """A fetch whose server said when its fresh read began (``EntropyFetch`` has it)."""
+
+    read_started_ns: int | None = None
+
+
+def test_the_servers_read_start_is_recorded_when_the_fetch_has_one() -> None:
+    fresh = FreshFetch("quantum_grpc", "dev-0", 7, 1_000, 1_100, 1_200, read_started_ns=1_050)
+    assert {r.entropy_read_started_ns for r in _build(fetch=fresh)} == {1_050}
+    # An origin without the attribute (a host written before it) records None.
+    assert {r.entropy_read_started_ns for r in _build()} == {None}
+    record = _build(fetch=fresh)[0]
+    assert TokenSamplingRecord.from_json_dict(record.to_json_dict()) == record

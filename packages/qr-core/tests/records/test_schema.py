@@ -72,7 +72,7 @@ def _record() -> TokenSamplingRecord:
 def test_to_json_dict_has_every_field_in_order_with_version() -> None:
     d = _record().to_json_dict()
     assert list(d) == [f.name for f in dataclasses.fields(TokenSamplingRecord)]
-    assert d["schema_version"] == SCHEMA_VERSION == 2
+    assert d["schema_version"] == SCHEMA_VERSION == 3
 
 
 def test_record_is_frozen() -> None:
@@ -88,7 +88,7 @@ def test_unknown_and_missing_keys_are_named() -> None:
         TokenSamplingRecord.from_json_dict(d)
 
 
-@pytest.mark.parametrize("version", [0, 3, "1", "2", True, 2.0])
+@pytest.mark.parametrize("version", [0, 4, "1", "2", True, 2.0, 3.0])
 def test_other_schema_versions_are_refused(version: object) -> None:
     d = _record().to_json_dict()
     d["schema_version"] = version
@@ -97,11 +97,21 @@ def test_other_schema_versions_are_refused(version: object) -> None:
 
 
 _V2_FIELDS = ("arm", "calibration_sha256", "u_transform", "writer_id", "discarded")
+_V3_FIELDS = (
+    "calibration_blocks",
+    "calibration_mean",
+    "calibration_std",
+    "calibration_mean_se_z",
+    "calibration_std_se_z",
+    "calibration_cov_z",
+    "preregistration_sha256",
+    "entropy_read_started_ns",
+)
 
 
 def test_version_1_records_still_read_with_their_meaning() -> None:
     d = _record().to_json_dict()
-    for name in _V2_FIELDS:
+    for name in _V2_FIELDS + _V3_FIELDS:
         del d[name]
     d["schema_version"] = 1
     record = TokenSamplingRecord.from_json_dict(d)
@@ -119,8 +129,23 @@ def test_version_1_records_may_not_carry_version_2_fields() -> None:
         TokenSamplingRecord.from_json_dict(d)
 
 
+def test_version_2_records_read_without_the_version_3_fields() -> None:
+    d = _record().to_json_dict()
+    for name in _V3_FIELDS:
+        del d[name]
+    d["schema_version"] = 2
+    record = TokenSamplingRecord.from_json_dict(d)
+    assert (record.schema_version, record.preregistration_sha256) == (2, None)
+    d["preregistration_sha256"] = None
+    with pytest.raises(RecordError, match=r"schema version 2: unknown=\['preregistration_sha256'"):
+        TokenSamplingRecord.from_json_dict(d)
+
+
 def test_version_2_records_need_every_field() -> None:
     d = _record().to_json_dict()
+    for name in _V3_FIELDS:
+        del d[name]
+    d["schema_version"] = 2
     del d["writer_id"]
     with pytest.raises(RecordError, match=r"missing=\['writer_id'\]"):
         TokenSamplingRecord.from_json_dict(d)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qr_core.analysis.cli import EXIT_OK, main
-from qr_core.records import read_records
+from qr_core.records import read_records, verify_chain
 
 WRITER = Path(__file__).parent / "helpers" / "writer.py"
 _DEADLINE_S = 60.0  # generous: two shared cores; these are liveness bounds, not timings
@@ -68,6 +68,11 @@ def test_sigkilled_writer_leaves_a_readable_prefix(
     assert [r.token_index for r in loaded.records] == list(range(len(loaded.records)))
     assert len(loaded.truncated_lines) == (0 if data.endswith(b"\n") else 1)
 
+    # Killed: no seal, which reads as unsealed (a crash), not as tampering.
+    report = verify_chain(path)
+    assert not report.tampered
+    assert [f.kind for f in report.findings] == ["unsealed"]
+
     assert main([str(path), "--json"]) == EXIT_OK
     assert f'"tokens": {len(loaded.records)}' in capsys.readouterr().out
 
@@ -79,6 +84,8 @@ def test_sigterm_flushes_then_terminates_as_before(tmp_path: Path) -> None:
     child.wait(_DEADLINE_S)
     assert child.returncode == -signal.SIGTERM
     assert [r.token_index for r in read_records(path).records] == list(range(1000))
+    report = verify_chain(path)  # the SIGTERM path seals the series
+    assert (report.findings, [s.sealed for s in report.series]) == ((), [True])
 
 
 def test_sigterm_chains_to_the_previous_handler(tmp_path: Path) -> None:
@@ -101,3 +108,4 @@ def test_sink_made_off_the_main_thread_is_flushed_at_exit(tmp_path: Path) -> Non
     )
     assert out.stdout.strip() == "default"  # no handler could be installed there
     assert len(read_records(path).records) == 500
+    assert [s.sealed for s in verify_chain(path).series] == [True]  # sealed at exit

@@ -73,8 +73,22 @@ class UnixListener:
         """Fail if a server listens on the path; remove a stale socket file.
 
         Raises:
-            ServerConfigError: a live listener, or a file that is not a socket.
+            ServerConfigError: a live listener, a file that is not a socket, or
+                a directory that is missing or not writable.
         """
+        # Checked here, by name: gRPC's bind error would name the private file.
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise ServerConfigError(
+                f"cannot listen on unix socket {str(self.path)!r}: the directory "
+                f"{str(folder)!r} does not exist; create it or choose another --address "
+                "(under systemd the unit's RuntimeDirectory= creates /run/qr-entropy-server)"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ServerConfigError(
+                f"cannot listen on unix socket {str(self.path)!r}: the directory "
+                f"{str(folder)!r} is not writable by this user; choose another --address"
+            )
         try:
             info = self.path.lstat()
         except FileNotFoundError:

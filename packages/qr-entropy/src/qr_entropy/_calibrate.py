@@ -36,6 +36,10 @@ _DEFAULTS = SamplingConfig()
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 Progress = Callable[[int, int], None]
+Rate = Callable[[int, float], None]
+
+RATE_AFTER_S = 2.0
+"""Seconds of drawing after which ``run_calibration`` reports its measured rate."""
 
 
 class AmplifierSettings(BaseSettings):
@@ -67,8 +71,12 @@ def run_calibration(
     sample_count: int,
     source_name: str | None = None,
     progress: Progress | None = None,
+    on_rate: Rate | None = None,
 ) -> Calibration:
     """Draw ``blocks`` blocks from the bare source and measure them.
+
+    The calibration carries the device binding: the ``device_id`` the source reported
+    in its responses, the source type, its address, sample_count and amplifier.
 
     Args:
         config: Source settings (``QR_*``).
@@ -77,6 +85,8 @@ def run_calibration(
         sample_count: Bytes per block.
         source_name: Source to use; default ``config.entropy_source_type``.
         progress: Called as ``progress(done, blocks)`` after each block.
+        on_rate: Called once as ``on_rate(done, seconds)`` after :data:`RATE_AFTER_S`
+            seconds of drawing (or at the end, if sooner): the measured rate.
 
     Raises:
         QREntropyError: The source fails.
@@ -96,6 +106,10 @@ def run_calibration(
                 buffer[i] = np.frombuffer(data, dtype=np.uint8)
                 if progress is not None:
                     progress(done + i + 1, blocks)
+                elapsed = time.monotonic() - t0
+                if on_rate is not None and (elapsed >= RATE_AFTER_S or done + i + 1 == blocks):
+                    on_rate(done + i + 1, elapsed)
+                    on_rate = None
             builder.add(buffer[:rows])
             done += rows
         name, device_id = source.name, source.device_id

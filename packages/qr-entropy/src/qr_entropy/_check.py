@@ -14,6 +14,7 @@ import numpy as np
 from qr_core import Calibration
 from qr_entropy._calibrate import drift_tests
 from qr_entropy._config import EntropyConfig
+from qr_entropy._device_binding import refuse_other_device
 from qr_entropy._exceptions import QREntropyError
 from qr_entropy._registry import create_source
 from qr_entropy._uniformity import (
@@ -46,6 +47,10 @@ class CheckReport:
     """The device's rate as its server last reported it; ``None`` when not reported."""
     sample_count: int = 20480
     """Bytes per token (``QR_SAMPLE_COUNT``) the token rates are given at."""
+    amplifier: str = "zscore_mean"
+    """The amplifier whose u (and, calibrated, whose statistic) the tests used."""
+    calibration_sha256: str | None = None
+    """The calibration the bytes were tested against for drift; ``None``: the ideal null."""
 
     @property
     def device_tokens_per_second(self) -> float | None:
@@ -74,6 +79,8 @@ class CheckReport:
             "source": self.source,
             "device_id": self.device_id,
             "bytes_per_fetch": self.bytes_per_fetch,
+            "amplifier": self.amplifier,
+            "calibration_sha256": self.calibration_sha256,
             "fetches": self.fetches,
             "total_bytes": self.total_bytes,
             "seconds": self.seconds,
@@ -108,6 +115,7 @@ def run_check(
     alpha: float = 0.01,
     calibration: Calibration | None = None,
     sample_count: int = 20480,
+    calibration_where: str = "QR_CALIBRATION_PATH",
 ) -> CheckReport:
     """Draw ``fetches`` x ``bytes_per_fetch`` bytes from a bare source and test them.
 
@@ -125,12 +133,15 @@ def run_check(
         calibration: The device calibration (``QR_CALIBRATION_PATH``), or None.
         sample_count: Bytes per token (``QR_SAMPLE_COUNT``), for the token rate
             the device supports.
+        calibration_where: The setting that named ``calibration`` (for messages).
 
     Returns:
         The report.
 
     Raises:
         QREntropyError: The source cannot be built or a fetch fails.
+        ConfigError: The calibration was made on another device or source type than
+            the one the source reports after its first fetch (names both).
     """
     if calibration is not None and bytes_per_fetch != calibration.sample_count:
         raise QREntropyError(
@@ -147,6 +158,10 @@ def run_check(
             latencies[i] = time.perf_counter_ns() - start
             matrix[i] = np.frombuffer(result.data, dtype=np.uint8)
             rate = result.device_bytes_per_second or rate
+            if i == 0 and calibration is not None:  # the device_id is known after a reply
+                refuse_other_device(
+                    calibration, source.name, source.device_id, where=calibration_where
+                )
         health = source.health_check()
         name, device_id = source.name, source.device_id
     if calibration is not None:
@@ -175,4 +190,6 @@ def run_check(
         health=health,
         device_bytes_per_second=rate,
         sample_count=sample_count,
+        amplifier="zscore_mean" if calibration is None else calibration.amplifier,
+        calibration_sha256=None if calibration is None else calibration.sha256,
     )

@@ -21,8 +21,16 @@ from typing import Any, NoReturn
 from qr_core import Calibration, QRCoreError, load_calibration
 from qr_entropy._arms import load_sources
 from qr_entropy._calibrate import AmplifierSettings, run_calibration
-from qr_entropy._check import CheckReport, run_check
+from qr_entropy._check import run_check
+from qr_entropy._check_text import render_check
 from qr_entropy._config import EntropyConfig
+from qr_entropy._device_binding import (
+    blocks_for_tokens,
+    check_output,
+    drawing_estimate,
+    refuse_conflicting_settings,
+    write_calibration,
+)
 from qr_entropy._exceptions import ConfigError, QREntropyError
 from qr_entropy._registry import available_sources
 from qr_entropy.settings import settings_table
@@ -110,17 +118,29 @@ def _add_calibrate(commands: Any) -> None:
     calibrate = commands.add_parser(
         "calibrate",
         help="measure the configured device's statistic and write a calibration file",
-        description="Draws --blocks blocks of QR_SAMPLE_COUNT bytes (one fetch each) from the "
+        description="Draws blocks of QR_SAMPLE_COUNT bytes (one fetch each) from the "
         "configured source (QR_* settings, no fallback) and writes the mean and standard "
-        "deviation of QR_SIGNAL_AMPLIFIER_TYPE's statistic with their standard errors, the "
-        "byte histogram, the bit bias, the lag-1 autocorrelation, the time span and the "
-        "SHA-256 of the content, as JSON. Point QR_CALIBRATION_PATH at the file. Standard "
-        "error of the calibrated mean, in units of z: 1/sqrt(blocks): 1,000 blocks 0.032, "
-        "2,000 0.022, 10,000 0.010, 100,000 0.0032; of the std: about 1/sqrt(2 blocks) "
-        "relative (2,000 blocks: 1.6%).",
+        "deviation of QR_SIGNAL_AMPLIFIER_TYPE's statistic with their standard errors and "
+        "covariance, the byte histogram, the bit bias, the lag-1 autocorrelation, the time "
+        "span, the device binding (the device_id the source reported, source type, address, "
+        "sample_count, amplifier) and the SHA-256 of the content, as JSON. Point "
+        "QR_CALIBRATION_PATH at the file. Standard error of the calibrated mean, in units of "
+        "z: 1/sqrt(blocks): 1,000 blocks 0.032, 10,000 0.010, 100,000 0.0032. --for-tokens T "
+        "asks for the blocks an experiment of T tokens per arm needs (B >= 11.93 T for one "
+        "calibrated arm at the defaults: at most 2 points of power lost) and says how long "
+        "drawing takes at the rate measured in the first seconds. Run it before and after a "
+        "run, into two files, and compare them with qr-analyze drift.",
     )
-    calibrate.add_argument("--blocks", type=_at_least_four, required=True, help="blocks to draw")
+    size = calibrate.add_mutually_exclusive_group(required=True)
+    size.add_argument("--blocks", type=_at_least_four, help="blocks to draw")
+    size.add_argument(
+        "--for-tokens",
+        type=_positive_int,
+        metavar="T",
+        help="draw the blocks the plan asks for, for T tokens per arm",
+    )
     calibrate.add_argument("--output", required=True, help="calibration file to write")
+    calibrate.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     _add_source_or_arm(calibrate, "calibrate")
     calibrate.add_argument(
         "--amplifier", help="amplifier to calibrate (default: QR_SIGNAL_AMPLIFIER_TYPE)"
@@ -128,6 +148,23 @@ def _add_calibrate(commands: Any) -> None:
     calibrate.add_argument(
         "--sample-count", type=_positive_int, help="bytes per block (default: QR_SAMPLE_COUNT)"
     )
+    plan = calibrate.add_argument_group("the plan behind --for-tokens")
+    plan.add_argument(
+        "--calibrated-arms",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="arms with their own calibration (1: against an exact or same-calibration "
+        "control; 2: two calibrated arms)",
+    )
+    plan.add_argument(
+        "--max-power-loss",
+        type=float,
+        default=0.02,
+        help="points of power the calibration may cost (0.02)",
+    )
+    plan.add_argument("--alpha", type=_alpha, default=0.01, help="the plan's level (0.01)")
+    plan.add_argument("--power", type=_alpha, default=0.8, help="the plan's power (0.8)")
 
 
 def _add_source_or_arm(command: argparse.ArgumentParser, verb: str) -> None:
@@ -192,17 +229,41 @@ def _progress_printer() -> Callable[[int, int], None] | None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    def estimate(done: int, seconds: float) -> None:
+        if args.for_tokens is not None and seconds > 0:
+            rate = done * sample_count / seconds
+            print(f"calibrate: {drawing_estimate(blocks, sample_count, rate)}", flush=True)
+
     try:
         settings = AmplifierSettings()
+        sample_count = args.sample_count or settings.sample_count
+        blocks = args.blocks
+        if args.for_tokens is not None:
+            blocks = blocks_for_tokens(
+                args.for_tokens,
+                calibrated_arms=args.calibrated_arms,
+                max_power_loss=args.max_power_loss,
+                alpha=args.alpha,
+                power=args.power,
+            )
+            print(
+                f"calibrate: {args.for_tokens:,} tokens per arm, {args.calibrated_arms} "
+                f"calibrated arm(s), at most {100 * args.max_power_loss:g} points of power "
+                f"{args.power:g} at alpha {args.alpha:g} lost: {blocks:,} blocks "
+                f"(B/T = {blocks / args.for_tokens:.3g})",
+                flush=True,
+            )
+        output = check_output(args.output, force=args.force)
         calibration = run_calibration(
             _entropy_config(args.arm),
-            blocks=args.blocks,
+            blocks=blocks,
             amplifier=args.amplifier or settings.signal_amplifier_type,
-            sample_count=args.sample_count or settings.sample_count,
+            sample_count=sample_count,
             source_name=args.source,
             progress=_progress_printer(),
+            on_rate=estimate,
         )
-        calibration.save(args.output)
+        write_calibration(calibration, output)
     except (QREntropyError, ValueError, OSError) as exc:
         print(f"qr-entropy calibrate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -218,44 +279,6 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"sha256 {c.sha256}"
     )
     return EXIT_OK
-
-
-def _render(report: CheckReport) -> str:
-    lat = report.latency_ms
-    lines = [
-        f"source         {report.source} (device {report.device_id or '-'})",
-        f"drawn          {report.fetches} fetches x {report.bytes_per_fetch} bytes "
-        f"= {report.total_bytes} bytes in {report.seconds:.3f} s",
-        f"throughput     {report.throughput_bytes_per_s / 1e6:.3f} MB/s",
-        f"latency/fetch  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
-        f"p99 {lat['p99']:.3f} ms  max {lat['max']:.3f} ms",
-        _device_rate(report),
-        f"tests          alpha {report.alpha} each, p-values by scipy",
-    ]
-    for test in report.tests:
-        verdict = "PASS" if test.passed(report.alpha) else "FAIL"
-        lines.append(
-            f"  {verdict}  {test.name:<16} stat {test.statistic:>12.4f}  "
-            f"p {test.p_value:.4f}  n {test.n}  ({test.detail})"
-        )
-    lines.append(f"result         {'PASS' if report.passed else 'FAIL'}")
-    return "\n".join(lines)
-
-
-def _device_rate(report: CheckReport) -> str:
-    """The entropy budget: the server's device rate and the tokens per second it supports."""
-    at = f"at QR_SAMPLE_COUNT={report.sample_count}"
-    tokens = report.device_tokens_per_second
-    if report.device_bytes_per_second is None or tokens is None:
-        drawn = report.throughput_bytes_per_s / report.sample_count
-        return (
-            f"device rate    not reported by the source; the throughput above supports "
-            f"{drawn:,.1f} tokens/s {at}"
-        )
-    return (
-        f"device rate    {report.device_bytes_per_second / 1e6:.3f} MB/s (measured by the "
-        f"server) supports {tokens:,.1f} tokens/s {at}"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,6 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _entropy_config(args.arm)
         calibration = _calibration(config, args.arm)
+        settings = AmplifierSettings()
+        where = (
+            f"QR_SOURCES: arm {args.arm!r}: calibration_path"
+            if args.arm
+            else ("QR_CALIBRATION_PATH")
+        )
+        if calibration is not None:
+            refuse_conflicting_settings(
+                calibration,
+                explicit=set(settings.model_fields_set),
+                amplifier=settings.signal_amplifier_type,
+                sample_count=settings.sample_count,
+                where=f"{where} ({calibration.sha256[:12]})",
+            )
         default_bytes = 20480 if calibration is None else calibration.sample_count
         report = run_check(
             config,
@@ -294,12 +331,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             fetches=args.samples,
             alpha=args.alpha,
             calibration=calibration,
-            sample_count=AmplifierSettings().sample_count,
+            sample_count=settings.sample_count,
+            calibration_where=where,
         )
     except (QREntropyError, ValueError) as exc:
         print(f"qr-entropy check: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else _render(report))
+    print(
+        json.dumps(report.to_dict(), indent=2, default=str) if args.json else render_check(report)
+    )
     return EXIT_OK if report.passed else EXIT_TEST_FAILED
 
 

@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING
 from qr_vllm.__about__ import __version__
 from qr_vllm._adapter_config import AdapterConfig
 from qr_vllm._engine_guard import check_engine
-from qr_vllm._errors import QRParamsError, QRVllmError, UnsupportedEngineError
+from qr_vllm._errors import (
+    ConfigurationMismatchError,
+    QRParamsError,
+    QRVllmError,
+    UnsupportedEngineError,
+)
 from qr_vllm._request_plan import RequestPlan, calibrated_hash, make_plan, resolve_request
-from qr_vllm._settings import RecordSettings, SamplingSettings
+from qr_vllm._settings import EngineSettings, RecordSettings, SamplingSettings
 from qr_vllm.step import StepTimings
 
 if TYPE_CHECKING:
@@ -25,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdapterConfig",
+    "ConfigurationMismatchError",
+    "EngineSettings",
     "QRParamsError",
     "QRSamplingLogitsProcessor",
     "QRVllmError",

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from qr_core import Calibration, QRCoreError, build_amplifier, load_calibration
+from qr_core.records import Preregistration
 from qr_entropy import EntropyConfig, load_sources
 from qr_vllm._errors import QRParamsError
-from qr_vllm._settings import RecordSettings, SamplingSettings
+from qr_vllm._preregistration import load_plan
+from qr_vllm._settings import EngineSettings, RecordSettings, SamplingSettings
 
 __all__ = ["AdapterConfig"]
 
@@ -36,6 +38,9 @@ class AdapterConfig:
         arm_calibrations: The calibration of each arm that sets
             ``calibration_path`` in ``QR_SOURCES`` (an arm absent here is
             uncalibrated), checked at start like ``calibration``.
+        preregistration: The pre-registered plan of ``QR_PREREGISTRATION_PATH``, or
+            ``None``; loaded and checked at start.
+        engine: The metrics endpoint and start-up checks (``QR_METRICS_PORT``...).
     """
 
     entropy: EntropyConfig
@@ -44,6 +49,8 @@ class AdapterConfig:
     sources: Mapping[str, EntropyConfig] = field(default_factory=dict)
     calibration: Calibration | None = None
     arm_calibrations: Mapping[str, Calibration] = field(default_factory=dict)
+    preregistration: Preregistration | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     @property
     def calibrations(self) -> dict[str | None, Calibration]:
@@ -56,15 +63,22 @@ class AdapterConfig:
 
     @classmethod
     def from_env(cls) -> AdapterConfig:
-        """Read all three groups from ``QR_*`` environment variables and ``.env``.
+        """Read every group from ``QR_*`` environment variables and ``.env``.
 
         Raises:
-            QRParamsError: A variable holds a value its field does not accept, or
-                a calibration is refused (see :func:`_load_calibration`).
+            QRParamsError: A variable holds a value its field does not accept, a
+                calibration is refused (see :func:`_load_calibration`), or the plan of
+                ``QR_PREREGISTRATION_PATH`` is missing or invalid.
         """
         try:
             entropy = EntropyConfig()
-            config = cls(entropy, SamplingSettings(), RecordSettings(), load_sources(entropy))
+            config = cls(
+                entropy,
+                SamplingSettings(),
+                RecordSettings(),
+                load_sources(entropy),
+                engine=EngineSettings(),
+            )
         except ValueError as exc:
             raise QRParamsError(f"invalid QR_* environment setting: {exc}") from exc
         path = entropy.calibration_path
@@ -81,7 +95,10 @@ class AdapterConfig:
         }
         calibration = _load_calibration(path, config, "") if path else None
         return dataclasses.replace(
-            config, calibration=calibration, arm_calibrations=arm_calibrations
+            config,
+            calibration=calibration,
+            arm_calibrations=arm_calibrations,
+            preregistration=load_plan(config.records),
         )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from qr_vllm._errors import QRParamsError
-from qr_vllm._request_plan import RequestPlan, make_plan, resolve_request
+from qr_vllm._request_plan import ARM_KEY, RequestPlan, make_plan, resolve_request
 from qr_vllm._settings import SamplingSettings
 from qr_vllm.step import Slot
 
@@ -33,10 +33,6 @@ _SWAP = "SWAP"
 class _Direction(Protocol):
     @property
     def name(self) -> str: ...
-
-
-ARM_KEY = "qr_entropy_source"
-"""Per-request key naming the experiment arm (a ``QR_SOURCES`` name) of a request."""
 
 
 def arm_for_params(params: SamplingParams, arms: Collection[str]) -> str | None:

@@ -18,6 +18,9 @@ before any engine process starts (``LLM(...)`` and ``vllm serve`` alike):
 * with ``QR_ENABLED=false`` the engine starts with vLLM's own sampling, and a
   request that opts in (``qr_enabled = true``) gets a :class:`QRParamsError`
   (HTTP 400) instead of being sampled without entropy.
+
+The same point probes the entropy sources (:func:`qr_vllm._start_probe.probe_in_front_end`),
+so that a server refusing the configuration stops the start before any model load.
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from qr_vllm._adapter_config import AdapterConfig
 from qr_vllm._batch import plan_for_params
 from qr_vllm._errors import QRParamsError, UnsupportedEngineError
 from qr_vllm._settings import SamplingSettings
+from qr_vllm._shutdown import install as install_close
+from qr_vllm._stamp import install as install_fingerprint
+from qr_vllm._start_probe import probe_in_front_end
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -114,6 +121,8 @@ def install() -> None:
     vLLM calls it once per process, in the front end before it builds the
     request validator. Installing twice is harmless.
     """
+    install_fingerprint()  # one qr configuration in every process (_stamp.py)
+    install_close()  # records closed when the engine stops, on Ray too (_shutdown.py)
     try:
         from vllm.v1.engine.input_processor import InputProcessor
     except ImportError:  # pragma: no cover - only a vLLM other than the pinned one
@@ -128,7 +137,12 @@ def install() -> None:
 
     @functools.wraps(original)
     def build_validator(self: Any) -> Callable[[SamplingParams], None]:
-        return guard_validator(self.vllm_config, original(self))
+        validate = guard_validator(self.vllm_config, original(self))
+        if unsupported_reason(self.vllm_config) is None:
+            # A server refusing the configuration stops the start before any model load
+            # (issue 26: _start_probe.py).
+            probe_in_front_end(AdapterConfig.from_env())
+        return validate
 
     setattr(build_validator, _WRAPPED, True)
     InputProcessor._build_logits_processors_params_validator = build_validator  # type: ignore[method-assign]

@@ -48,8 +48,12 @@ from qr_vllm._batch import ARM_KEY, BatchState, arm_for_params, plan_for_params
 from qr_vllm._engine_guard import check_engine
 from qr_vllm._errors import QRParamsError
 from qr_vllm._logits_rows import v1_rows, v2_rows
+from qr_vllm._monitor import EngineMonitor
 from qr_vllm._record_router import RecordRouter, warn_if_records_can_be_lost, writer_id_for
 from qr_vllm._settings import SamplingSettings
+from qr_vllm._shutdown import track
+from qr_vllm._stamp import check_fingerprint
+from qr_vllm._start_probe import start_up_checks
 from qr_vllm._tensor_parallel import tensor_parallel_broadcast
 from qr_vllm.step import Slot, StepSampler, StepTimings
 
@@ -89,6 +93,8 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         Raises:
             UnsupportedEngineError: Speculative decoding or a pooling model
                 while ``QR_ENABLED`` is true.
+            ConfigurationMismatchError: This process reads another qr
+                configuration than the front end stamped into ``vllm_config``.
             TypeError: The arguments match neither runner.
         """
         self._req_states: LogitsProcRequestState | None = None
@@ -103,7 +109,8 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
                 "(device, is_pin_memory) for the V1 runner or (req_states,) for "
                 f"Model Runner V2, got {tuple(type(a).__name__ for a in args)}"
             )
-        self.config = AdapterConfig.from_env()
+        # The front end's configuration, or no start (issue 29: _stamp.py).
+        self.config = check_fingerprint(vllm_config, AdapterConfig.from_env())
         if self.config.sampling.enabled:
             # With QR_ENABLED=false every request is vLLM's own unless it opts
             # in, which the front end's engine guard refuses in such modes.
@@ -119,9 +126,13 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         self._sources = (
             ArmSources.build(self.config.entropy, self.config.sources) if self._is_source else None
         )
+        # A server refusing the configuration (issue 26) or a calibration of another
+        # device (issue 24) stops the start.
+        self._device_check = start_up_checks(self._sources, self.config)
         self.writer_id = writer_id_for(vllm_config)
+        counts = self._monitor = EngineMonitor.start(self._sources, self.config.engine, vllm_config)
         self._router = (
-            RecordRouter(self.config.records, self.writer_id) if self._is_source else None
+            RecordRouter(self.config.records, self.writer_id, counts) if self._is_source else None
         )
         if self._router is not None and self._router.file is not None:
             warn_if_records_can_be_lost(vllm_config, self.runner)
@@ -134,10 +145,15 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
             broadcast=broadcast,
             writer_id=self.writer_id,
             calibrations=self.config.calibrations,
+            preregistration_sha256=(
+                None if self.config.preregistration is None else self.config.preregistration.sha256
+            ),
+            observe=None if self._monitor is None else self._monitor.observe,
         )
         self._closed = False
         QRSamplingLogitsProcessor._live.add(self)
         atexit.register(_close_quietly, weakref.ref(self))
+        track(self)  # closed when vLLM stops the engine, also where atexit never runs (Ray)
         logger.info(
             "qr sampling active: model runner %s, entropy source %r, fallback %r, records %s, "
             "arms %s",
@@ -296,18 +312,24 @@ class QRSamplingLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):
         if self._closed:
             return
         self._closed = True
-        if self._router is not None:
-            self._router.close()
-        if self._sources is not None:
-            self._sources.close()
+        for part in (self._router, self._monitor, self._sources):
+            if part is not None:
+                part.close()
 
     def _fetch(self, n: int) -> EntropyFetch:
         assert self._sources is not None
-        return self._sources.default.fetch(n)
+        fetched = self._sources.default.fetch(n)
+        if self._device_check.pending:
+            self._device_check.check(None, fetched)
+        return fetched
 
     def _fetch_many(self, counts: Mapping[str | None, int]) -> Mapping[str | None, EntropyFetch]:
         assert self._sources is not None
-        return self._sources.fetch_many(counts)
+        fetched = self._sources.fetch_many(counts)
+        if self._device_check.pending:
+            for arm, fetch in fetched.items():
+                self._device_check.check(arm, fetch)
+        return fetched
 
     def _wants_records(self, slots: Sequence[Slot]) -> bool:
         assert self._router is not None

@@ -27,12 +27,13 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from qr_core.records import (
     LOG_SINK_LOGGER,
     JsonlFileSink,
     LogSink,
+    RecordError,
     RingBufferSink,
     TokenSamplingRecord,
 )
@@ -44,7 +45,14 @@ from qr_vllm.step import Slot
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
 
-__all__ = ["RecordRouter", "show_records", "warn_if_records_can_be_lost", "writer_id_for"]
+__all__ = [
+    "RecordCounts",
+    "RecordRouter",
+    "data_parallel_index",
+    "show_records",
+    "warn_if_records_can_be_lost",
+    "writer_id_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +80,24 @@ def show_records(log: logging.Logger) -> None:
         log.setLevel(logging.INFO)
 
 
-def writer_id_for(vllm_config: VllmConfig) -> str:
-    """Return this engine process's writer id: ``<host>-p<pid>-dp<index>``.
-
-    ``index`` is vLLM's data-parallel index of the engine (``data_parallel_index``,
-    which is also its engine index; 0 without data parallelism). Stable for the
-    life of the process; a restarted process gets a new pid, hence a new series.
-    """
+def data_parallel_index(vllm_config: VllmConfig) -> int:
+    """vLLM's data-parallel index of the engine (``data_parallel_index``, which is also
+    its engine index and, unlike ``data_parallel_rank``, not reset for dense models);
+    0 without data parallelism."""
     parallel = getattr(vllm_config, "parallel_config", None)
     index = getattr(parallel, "data_parallel_index", None)
     if index is None:
-        index = getattr(parallel, "data_parallel_rank", 0)
-    return f"{socket.gethostname()}-p{os.getpid()}-dp{index}"
+        index = getattr(parallel, "data_parallel_rank", None)
+    return 0 if index is None else int(index)
+
+
+def writer_id_for(vllm_config: VllmConfig) -> str:
+    """Return this engine process's writer id: ``<host>-p<pid>-dp<index>``.
+
+    ``index`` is :func:`data_parallel_index`. Stable for the life of the process; a
+    restarted process gets a new pid, hence a new series.
+    """
+    return f"{socket.gethostname()}-p{os.getpid()}-dp{data_parallel_index(vllm_config)}"
 
 
 def warn_if_records_can_be_lost(vllm_config: VllmConfig, runner: str) -> None:
@@ -104,17 +118,32 @@ def warn_if_records_can_be_lost(vllm_config: VllmConfig, runner: str) -> None:
     )
 
 
+class RecordCounts(Protocol):
+    """Counts what the record file accepted and refused (the engine's metrics)."""
+
+    def records_written(self, count: int) -> None: ...
+
+    def records_failed(self, count: int) -> None: ...
+
+
 class RecordRouter:
     """Owns the record sinks of one processor."""
 
-    def __init__(self, settings: RecordSettings, writer_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: RecordSettings,
+        writer_id: str | None = None,
+        counts: RecordCounts | None = None,
+    ) -> None:
         """Open the sinks the settings ask for.
 
         Args:
             settings: Record settings (file path, buffer size...).
             writer_id: This process's writer id (:func:`writer_id_for`); the file
                 is then this writer's own series under ``QR_RECORD_PATH``.
+            counts: Told how many records the file accepted or refused.
         """
+        self._counts = counts
         self._diagnostic = RingBufferSink(settings.diagnostic_buffer_size)
         self._file: JsonlFileSink | None = None
         self._emitted = EmittedTokens()
@@ -189,7 +218,14 @@ class RecordRouter:
 
     def _deliver(self, records: Sequence[TokenSamplingRecord], slots: Sequence[Slot]) -> None:
         if self._file is not None:
-            self._file.write(records)
+            try:
+                self._file.write(records)
+            except RecordError:
+                if self._counts is not None:
+                    self._counts.records_failed(len(records))
+                raise
+            if self._counts is not None:
+                self._counts.records_written(len(records))
         first = slots[0].plan.settings
         if all(s.plan.settings is first for s in slots):
             # Common case: one configuration for the whole step.

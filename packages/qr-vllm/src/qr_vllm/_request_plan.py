@@ -20,15 +20,29 @@ from qr_core.records import config_hash
 from qr_entropy import ConfigError, EntropyConfig, SourcesSettings
 from qr_entropy.settings import apply_overrides
 from qr_vllm._errors import QRParamsError
-from qr_vllm._settings import CORE_FIELDS, RecordSettings, SamplingSettings
+from qr_vllm._settings import CORE_FIELDS, EngineSettings, RecordSettings, SamplingSettings
 
-__all__ = ["RequestPlan", "calibrated_hash", "make_plan", "new_request_id", "resolve_request"]
+__all__ = [
+    "ARM_KEY",
+    "RequestPlan",
+    "calibrated_hash",
+    "make_plan",
+    "new_request_id",
+    "resolve_request",
+]
+
+ARM_KEY = "qr_entropy_source"
+"""Per-request key naming the experiment arm (a ``QR_SOURCES`` name) of a request.
+
+Resolved apart from the sampling settings (see ``qr_vllm._batch.arm_for_params``),
+but one of the allowed keys an unknown key's error lists."""
 
 # Keys that only the environment may set; a request naming one gets a 400.
 _FORBIDDEN: frozenset[str] = (
     frozenset(EntropyConfig.model_fields)
     | frozenset(RecordSettings.model_fields)
     | frozenset(SourcesSettings.model_fields)
+    | frozenset(EngineSettings.model_fields)
 )
 
 
@@ -74,7 +88,9 @@ def resolve_request(
 ) -> SamplingSettings:
     """Apply a request's ``qr_*`` keys to ``base`` and validate them.
 
-    Keys without the ``qr_`` prefix belong to other processors and are ignored.
+    Keys without the ``qr_`` prefix belong to other processors and are ignored,
+    and so is the arm key ``qr_entropy_source`` (:data:`ARM_KEY`), which the
+    processor resolves against ``QR_SOURCES`` itself.
 
     Args:
         base: The server-wide defaults.
@@ -106,7 +122,9 @@ def _resolve_cached(
 
 def _resolve(base: SamplingSettings, extra_args: Mapping[str, object]) -> SamplingSettings:
     try:
-        return apply_overrides(base, extra_args, prefix="qr_", forbidden=_FORBIDDEN)
+        return apply_overrides(
+            base, extra_args, prefix="qr_", forbidden=_FORBIDDEN, also_allowed=(ARM_KEY,)
+        )
     except ConfigError as exc:
         raise QRParamsError(str(exc)) from None
 

@@ -9,19 +9,23 @@ Two declarations live here:
 * :class:`RecordSettings`: where the per-token research records go. These
   are infrastructure settings, like :class:`qr_entropy.EntropyConfig`, and
   may not be overridden per request.
+* :class:`EngineSettings`: the engine's Prometheus endpoint and its start-up
+  checks of the entropy sources (infrastructure too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from qr_core import SAMPLING_BOUNDS, SamplingConfig, build_amplifier, build_temperature_strategy
 from qr_entropy.settings import QR_SETTINGS_CONFIG, QRSettings
 
-__all__ = ["LogLevel", "RecordSettings", "SamplingSettings"]
+__all__ = ["EngineSettings", "LogLevel", "RecordSettings", "SamplingSettings"]
 
 LogLevel = Literal["none", "summary", "full"]
 
@@ -153,3 +157,52 @@ class RecordSettings(QRSettings):
         ge=1,
         description="Capacity of the in-memory buffer used by `diagnostic_mode` requests.",
     )
+    preregistration_path: str = Field(
+        default="",
+        description="Pre-registered plan file (JSON, `qr-analyze plan --write`): its SHA-256 "
+        "goes into every record and its config hash; the engine refuses to start when it is "
+        "missing or invalid (empty: not pre-registered).",
+    )
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+class EngineSettings(QRSettings):
+    """The engine's metrics endpoint and start-up checks. Infrastructure: not per request."""
+
+    model_config = QR_SETTINGS_CONFIG
+
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Prometheus endpoint of the engine's qr_* metrics: data-parallel rank r "
+        "serves http://QR_METRICS_ADDRESS:(port + r)/metrics (0: no endpoint).",
+    )
+    metrics_address: str = Field(
+        default="127.0.0.1",
+        description="Interface the metrics endpoint binds: an IP address or a host name "
+        "(`127.0.0.1`: this host only; `0.0.0.0`: every interface, as in a container).",
+    )
+    require_sources_at_start: bool = Field(
+        default=False,
+        description="Refuse to start when an entropy server is down at start-up (default: "
+        "start with a warning; a server that refuses the configuration is always refused).",
+    )
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(value):
+                raise ValueError(
+                    f"{value!r} is neither an IP address nor a host name; allowed: an IPv4 or "
+                    "IPv6 address (127.0.0.1, 0.0.0.0, ::) or a host name (localhost)"
+                ) from None
+        return value

@@ -26,6 +26,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from qr_core.analysis._calibrated import CalibrationInput
 from qr_core.records._schema import TokenSamplingRecord
 
 __all__ = ["Column", "Declaration", "Sample", "declared", "format_p", "statistic"]
@@ -49,6 +50,13 @@ class Sample:
     """Mean of the Bayes-factor prior on the shift of mean z."""
     prior_sd: float
     """Standard deviation of that prior."""
+    label: str = ""
+    """The group's label (seeds its Monte Carlo tests)."""
+    calibration: CalibrationInput = None
+    """The tokens' calibration errors: one for all, or one per token in that order
+    (``None``: exact)."""
+    ks_replicates: int = 1_000
+    """R of the calibrated KS test."""
 
 
 @dataclass(frozen=True, slots=True)

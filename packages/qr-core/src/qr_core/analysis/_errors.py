@@ -6,6 +6,7 @@ Hierarchy::
     └── QRCoreError                (qr_core: root of every qr-core error)
         └── RecordError            (qr_core.records: a record, file, sink or input is wrong)
             └── AnalysisError      (a statistic's, report's or plan's input is wrong)
+                ├── CalibrationError   (records and calibrations do not belong together)
                 ├── ConfigHashError    (records do not match the expected or one config hash)
                 └── MissingExtraError  (statistics and figures need the `qr-core[analysis]` extra)
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from qr_core.records._errors import RecordError
 
-__all__ = ["AnalysisError", "ConfigHashError", "MissingExtraError"]
+__all__ = ["AnalysisError", "CalibrationError", "ConfigHashError", "MissingExtraError"]
 
 
 class AnalysisError(RecordError):
@@ -25,6 +26,12 @@ class AnalysisError(RecordError):
 
     The message names the argument, the value found and what was allowed.
     """
+
+
+class CalibrationError(AnalysisError):
+    """Records and calibrations do not belong together: a calibration file that is not
+    the records' (swapped), records that disagree on their calibration's figures, or
+    calibrated records whose figures are neither recorded nor given."""
 
 
 class ConfigHashError(AnalysisError):

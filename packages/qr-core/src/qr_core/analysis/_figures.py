@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from qr_core.analysis._calibrated import CalibrationUncertainty, combined, parts_of
 from qr_core.analysis._errors import MissingExtraError
-from qr_core.analysis._groups import time_ordered
-from qr_core.analysis._serial import walk_band_constant
+from qr_core.analysis._groups import time_ordered, token_calibrations
+from qr_core.analysis._walk import walk_band_constant
 from qr_core.records._schema import TokenSamplingRecord
 
 __all__ = [
@@ -48,9 +49,13 @@ def _pyplot() -> ModuleType:
     return importlib.import_module("matplotlib.pyplot")
 
 
+Calibrations = Mapping[str, CalibrationUncertainty | None]
+
+
 def write_figures(
     groups: Mapping[str, Sequence[TokenSamplingRecord]],
     directory: str | os.PathLike[str],
+    calibrations: Calibrations | None = None,
 ) -> tuple[Path, Path]:
     """Write the two figures as PNG files of 800 x 450 pixels.
 
@@ -59,7 +64,12 @@ def write_figures(
     ``±1.96 sqrt(n)``, which a null walk is outside of with probability 5% at any one
     n chosen in advance; and the simultaneous one, ``±2.2414 sqrt(N)`` for the longest
     walk (N tokens), which a null walk leaves anywhere with probability at most 5%
-    (:func:`~qr_core.analysis.walk_band_constant`). The histogram shows u in
+    (:func:`~qr_core.analysis.walk_band_constant`). A calibrated group gets its own
+    bands, in its colour: the calibration's offset is a random drift of the walk, so
+    the pointwise band is ``±1.96 sqrt(n + n^2/B)`` and the simultaneous one
+    ``±c sqrt(N)`` with c from the drifting walk's law (``calibrations`` as for
+    :func:`~qr_core.analysis.analyze`; by default the records' own figures). The
+    histogram shows u in
     20 bins against the uniform expectation. Legends sit below the axes, never on
     the data.
 
@@ -78,23 +88,29 @@ def write_figures(
     out.mkdir(parents=True, exist_ok=True)
     cumdev = out / CUMDEV_PNG
     hist = out / U_HIST_PNG
-    _save(plt, cumulative_deviation_figure(plt, groups), cumdev)
+    _save(plt, cumulative_deviation_figure(plt, groups, calibrations), cumdev)
     _save(plt, u_histogram_figure(plt, groups), hist)
     return cumdev, hist
 
 
 def cumulative_deviation_figure(
-    plt: Any, groups: Mapping[str, Sequence[TokenSamplingRecord]]
+    plt: Any,
+    groups: Mapping[str, Sequence[TokenSamplingRecord]],
+    calibrations: Calibrations | None = None,
 ) -> Any:
     """Draw the cumulative-deviation figure; returns the matplotlib figure."""
     fig, ax = plt.subplots(figsize=_SIZE_IN, dpi=_DPI, layout="constrained")
     longest = 1
     for label, records in groups.items():
-        z = np.array([r.z_score for r in time_ordered(records)], dtype=np.float64)
+        ordered = time_ordered(records)
+        z = np.array([r.z_score for r in ordered], dtype=np.float64)
         longest = max(longest, z.size)
-        ax.plot(
+        (line,) = ax.plot(
             np.arange(1, z.size + 1), np.cumsum(z), linewidth=1.0, label=f"{label} (n={z.size})"
         )
+        cal = combined(parts_of(token_calibrations(ordered, calibrations), z.size), z.size)
+        if cal is not None and z.size:
+            _calibrated_bands(ax, z.size, cal, line.get_color())
     n = np.arange(1, longest + 1)
     pointwise = 1.96 * np.sqrt(n)
     grey = {"color": "grey", "linewidth": 0.8}
@@ -117,6 +133,25 @@ def cumulative_deviation_figure(
     ax.set_title("Cumulative deviation of z")
     fig.legend(loc="outside lower center", ncols=2, fontsize="small")
     return fig
+
+
+def _calibrated_bands(ax: Any, size: int, cal: CalibrationUncertainty, colour: str) -> None:
+    """A calibrated group's pointwise and simultaneous 95% bands, in its colour."""
+    n = np.arange(1, size + 1)
+    pointwise = 1.96 * np.sqrt(n + n * n * cal.mean_se_z**2)
+    style = {"color": colour, "linewidth": 0.8, "alpha": 0.7}
+    ax.plot(n, pointwise, linestyle="--", label=f"pointwise 95%, B={cal.blocks}", **style)
+    ax.plot(n, -pointwise, linestyle="--", **style)
+    c = walk_band_constant(0.95, n=size, calibration=cal)
+    ax.hlines(
+        [c * np.sqrt(size), -c * np.sqrt(size)],
+        1,
+        size,
+        colors=colour,
+        linestyles=":",
+        linewidth=1.0,
+        label=f"simultaneous 95%, B={cal.blocks}: ±{c:.3f}√N",
+    )
 
 
 def u_histogram_figure(plt: Any, groups: Mapping[str, Sequence[TokenSamplingRecord]]) -> Any:

@@ -4,10 +4,14 @@ two groups, and the pre-registration check of configuration hashes."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from qr_core._calibration import Calibration
+from qr_core.analysis._binding import resolve_calibrations
+from qr_core.analysis._calibrated import CalibrationUncertainty
 from qr_core.analysis._errors import AnalysisError, ConfigHashError
 from qr_core.analysis._groups import (
     DEFAULT_PRIOR_SD,
@@ -16,7 +20,9 @@ from qr_core.analysis._groups import (
     group_label,
     group_records,
     group_stats,
+    token_calibrations,
 )
+from qr_core.analysis._ks import DEFAULT_KS_REPLICATES
 from qr_core.analysis._stats import BayesFactorResult, WelchResult, bayes_factor_normal, welch
 from qr_core.records._schema import TokenSamplingRecord
 from qr_core.records._validate import (
@@ -49,9 +55,11 @@ class GroupComparison:
     tokens_b: int
     """Tokens in group B."""
     test: WelchResult
-    """Welch's test of mean z (A - B) with the 95% interval of the difference."""
+    """Welch's test of mean z (A - B) with the 95% interval of the difference and the
+    calibrations' terms."""
     bayes: BayesFactorResult
-    """Bayes factor for a difference of mean z (standard error ``sqrt(1/n_a + 1/n_b)``)."""
+    """Bayes factor for a difference of mean z (model standard error
+    ``sqrt(1/n_a + 1/n_b + offset variance)``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,13 @@ class AnalysisReport:
     """Mean of the Bayes-factor prior on the shift of mean z."""
     prior_sd: float
     """Standard deviation of that prior."""
+    calibrations: Mapping[str, CalibrationUncertainty | None] = dataclasses.field(
+        default_factory=dict
+    )
+    """Each calibration the tokens name (sha256) with its error; ``None`` for one taken
+    as exact (``assume_exact_calibration``)."""
+    ks_replicates: int = DEFAULT_KS_REPLICATES
+    """R of the calibrated groups' Monte Carlo KS tests."""
 
     @property
     def fallback_share(self) -> float:
@@ -96,6 +111,9 @@ class AnalysisReport:
         """Return the report as JSON-ready data (NaN and infinities become ``None``)."""
         data = asdict(self)
         data["fallback_share"] = self.fallback_share
+        data["calibrations"] = {
+            sha: None if c is None else c.json() for sha, c in self.calibrations.items()
+        }
         return {k: _json_safe(v) for k, v in data.items()}
 
 
@@ -117,8 +135,10 @@ def compare(
     *,
     prior_mean: float = 0.0,
     prior_sd: float = DEFAULT_PRIOR_SD,
+    calibrations: Mapping[str, CalibrationUncertainty | None] | None = None,
 ) -> GroupComparison:
-    """Compare mean z of two groups: Welch's test and a Bayes factor.
+    """Compare mean z of two groups: Welch's test and a Bayes factor, each with the
+    calibrations' terms (``calibrations`` as for :func:`group_stats`).
 
     Raises:
         AnalysisError: A group has fewer than 2 tokens (the message names it).
@@ -126,9 +146,15 @@ def compare(
     for label, group in ((label_a, records_a), (label_b, records_b)):
         if len(group) < 2:
             raise AnalysisError(f"group {label!r} has {len(group)} tokens; comparison needs >= 2")
-    test = welch([r.z_score for r in records_a], [r.z_score for r in records_b])
-    se = math.sqrt(1.0 / len(records_a) + 1.0 / len(records_b))
-    bayes = bayes_factor_normal(test.difference, se, prior_mean=prior_mean, prior_sd=prior_sd)
+    test = welch(
+        [r.z_score for r in records_a],
+        [r.z_score for r in records_b],
+        token_calibrations(records_a, calibrations),
+        token_calibrations(records_b, calibrations),
+    )
+    bayes = bayes_factor_normal(
+        test.difference, test.model_standard_error, prior_mean=prior_mean, prior_sd=prior_sd
+    )
     return GroupComparison(label_a, label_b, len(records_a), len(records_b), test, bayes)
 
 
@@ -140,6 +166,9 @@ def analyze(
     b: str | None = None,
     prior_mean: float = 0.0,
     prior_sd: float = DEFAULT_PRIOR_SD,
+    calibration_files: Sequence[Calibration] = (),
+    assume_exact_calibration: bool = False,
+    ks_replicates: int = DEFAULT_KS_REPLICATES,
 ) -> AnalysisReport:
     """Validate and analyse token records.
 
@@ -150,19 +179,35 @@ def analyze(
         b: See ``a``.
         prior_mean: Mean of the normal prior on the shift of mean z (Bayes factor).
         prior_sd: Its standard deviation.
+        calibration_files: Calibration files for records that name a calibration but
+            do not carry its figures (schema 1 and 2); each must be one the records name.
+        assume_exact_calibration: Take such records as exact instead of refusing them.
+        ks_replicates: R of the calibrated groups' Monte Carlo KS tests.
 
     Returns:
         The report.
 
     Raises:
         InvalidRecordsError: A record has impossible values or duplicates another.
+        CalibrationError: Records and calibrations do not belong together (see
+            :func:`resolve_calibrations`).
         AnalysisError: No tokens, only one of ``a`` and ``b``, a compared group with
             fewer than 2 tokens, or a bad ``by`` or prior.
     """
     checked = validate(records)
     if checked.problems:
         raise InvalidRecordsError(checked.problems)
-    return analyze_validated(checked, by=by, a=a, b=b, prior_mean=prior_mean, prior_sd=prior_sd)
+    return analyze_validated(
+        checked,
+        by=by,
+        a=a,
+        b=b,
+        prior_mean=prior_mean,
+        prior_sd=prior_sd,
+        calibration_files=calibration_files,
+        assume_exact_calibration=assume_exact_calibration,
+        ks_replicates=ks_replicates,
+    )
 
 
 def analyze_validated(
@@ -173,6 +218,9 @@ def analyze_validated(
     b: str | None = None,
     prior_mean: float = 0.0,
     prior_sd: float = DEFAULT_PRIOR_SD,
+    calibration_files: Sequence[Calibration] = (),
+    assume_exact_calibration: bool = False,
+    ks_replicates: int = DEFAULT_KS_REPLICATES,
 ) -> AnalysisReport:
     """Analyse the tokens of a :func:`validate` outcome; its problems count as skipped.
 
@@ -188,14 +236,28 @@ def analyze_validated(
             f"prior must have a finite mean and a positive finite sd, got "
             f"prior_mean={prior_mean!r}, prior_sd={prior_sd!r}"
         )
+    calibrations = resolve_calibrations(
+        tokens, calibration_files, assume_exact=assume_exact_calibration
+    )
     prior = {"prior_mean": prior_mean, "prior_sd": prior_sd}
     groups = group_records(tokens, by)
     comparison = None
     if a is not None and b is not None:
         comparison = compare(
-            group_label(by, a), groups.get(a, []), group_label(by, b), groups.get(b, []), **prior
+            group_label(by, a),
+            groups.get(a, []),
+            group_label(by, b),
+            groups.get(b, []),
+            calibrations=calibrations,
+            **prior,
         )
-    overall = group_stats("all", tokens, **prior)
+
+    def stats(label: str, records: Sequence[TokenSamplingRecord]) -> GroupStats:
+        return group_stats(
+            label, records, calibrations=calibrations, ks_replicates=ks_replicates, **prior
+        )
+
+    overall = stats("all", tokens)
     return AnalysisReport(
         tokens=overall.tokens,
         requests=overall.requests,
@@ -204,13 +266,15 @@ def analyze_validated(
         config_hashes=dict(collections.Counter(r.config_hash for r in tokens).most_common()),
         overall=overall,
         group_by=by,
-        groups=tuple(group_stats(group_label(by, k), v, **prior) for k, v in groups.items()),
+        groups=tuple(stats(group_label(by, k), v) for k, v in groups.items()),
         comparison=comparison,
         discarded=checked.discarded,
         skipped=len(checked.problems),
         incomplete=checked.incomplete,
         prior_mean=prior_mean,
         prior_sd=prior_sd,
+        calibrations=calibrations,
+        ks_replicates=ks_replicates,
     )
 
 
@@ -219,6 +283,7 @@ def check_config_hashes(
     *,
     expected: str | None = None,
     allow_mixed: bool = False,
+    by: GroupKey | None = None,
 ) -> dict[str, int]:
     """Check records against a pre-registered configuration hash.
 
@@ -226,19 +291,34 @@ def check_config_hashes(
         records: The tokens.
         expected: Every record must carry this ``config_hash``.
         allow_mixed: Accept records made under different configurations.
+        by: ``"arm"``: arms have different configurations by design (a calibration,
+            a source), so one configuration per arm is expected and accepted; a mix
+            inside one arm is still refused.
 
     Returns:
         Tokens per configuration hash.
 
     Raises:
         ConfigHashError: A record's hash differs from ``expected``, or several hashes
-            occur and ``allow_mixed`` is false. The message lists the hashes found.
+            occur (inside one arm, with ``by="arm"``) and ``allow_mixed`` is false. The
+            message lists the hashes found.
     """
     counts = dict(collections.Counter(r.config_hash for r in records).most_common())
     found = ", ".join(f"{h} ({n} tokens)" for h, n in counts.items())
     if expected is not None and set(counts) != {expected}:
         raise ConfigHashError(f"expected config hash {expected} on every record; found {found}")
     if len(counts) > 1 and not allow_mixed:
+        if by == "arm":
+            for arm, group in group_records(records, "arm").items():
+                inside = collections.Counter(r.config_hash for r in group).most_common()
+                if len(inside) > 1:
+                    listed = ", ".join(f"{h} ({n} tokens)" for h, n in inside)
+                    raise ConfigHashError(
+                        f"{group_label('arm', arm)} has records from {len(inside)} "
+                        f"configurations: {listed}; pass allow_mixed "
+                        "(--allow-mixed-configs) to analyse them together"
+                    )
+            return counts
         raise ConfigHashError(
             f"records come from {len(counts)} configurations: {found}; "
             "pass allow_mixed (--allow-mixed-configs) to analyse them together"

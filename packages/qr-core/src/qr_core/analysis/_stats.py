@@ -1,7 +1,9 @@
 """The one statistics implementation of qr-sampler: ``qr-analyze`` and ``qr-entropy check``.
 
 Every tail probability comes from SciPy, always, so a p-value never depends on what
-else is installed. SciPy is imported when a test first runs (``qr_core`` itself needs
+else is installed. Each mean-type statistic takes the calibration of its values
+(:mod:`qr_core.analysis._calibrated`) and reduces to the textbook statistic for exact,
+uncalibrated tokens. SciPy is imported when a test first runs (``qr_core`` itself needs
 numpy only); without it a :class:`MissingExtraError` names the extra to install.
 Formulas and references: ``docs/records.md``, section "Statistics".
 """
@@ -11,35 +13,35 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from qr_core.analysis._calibrated import (
+    CalibrationInput,
+    calibration_terms,
+    combined,
+    parts_of,
+    satterthwaite,
+)
 from qr_core.analysis._errors import AnalysisError, MissingExtraError
 
 __all__ = [
     "BayesFactorResult",
     "ChiSquareResult",
     "EffectSizeResult",
-    "KSResult",
     "StoufferResult",
     "WelchResult",
     "bayes_factor_normal",
     "chi_square_uniform",
     "effect_size",
-    "ks_uniform",
-    "network_variance",
     "normal_two_sided_p",
     "scipy_module",
     "scipy_stats",
     "stouffer",
     "welch",
 ]
-
-KS_EXACT_MAX_N: Final = 10_000
-"""Up to this many values the KS p-value is exact; beyond it, the asymptotic law
-(scipy's exact distribution gets slow, and the two agree to 1e-4 there)."""
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -79,30 +81,8 @@ def normal_two_sided_p(z: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class KSResult:
-    """One-sample Kolmogorov-Smirnov test of u against U(0, 1)."""
-
-    statistic: float
-    """D, the largest distance between the empirical and the uniform CDF."""
-    p_value: float
-    """Probability of a D at least this large under the null hypothesis."""
-    method: str
-    """``"exact"`` (n <= :data:`KS_EXACT_MAX_N`) or ``"asymptotic"`` (Kolmogorov's law)."""
-
-
-def ks_uniform(u: npt.ArrayLike) -> KSResult:
-    """Test ``u`` against U(0, 1); NaN figures and method ``"none"`` for no values."""
-    values = _values(u)
-    if values.size == 0:
-        return KSResult(math.nan, math.nan, "none")
-    method = "exact" if values.size <= KS_EXACT_MAX_N else "asymp"
-    res = scipy_stats().kstest(values, "uniform", method=method)
-    return KSResult(float(res.statistic), float(res.pvalue), method.replace("asymp", "asymptotic"))
-
-
-@dataclass(frozen=True, slots=True)
 class StoufferResult:
-    """Stouffer's combined Z of per-token z-scores: ``sum(z) / sqrt(n)``."""
+    """Stouffer's combined Z of per-token z-scores, with the calibration's offset."""
 
     n: int
     """Number of z-scores."""
@@ -111,62 +91,102 @@ class StoufferResult:
     std_z: float
     """Sample standard deviation of z (ddof=1); 1 under the null hypothesis."""
     stouffer_z: float
-    """``sum(z) / sqrt(n)``; N(0, 1) under the null hypothesis."""
+    """``mean_z / standard_error``: ``sum(z) / sqrt(n)`` for exact tokens."""
     p_value: float
-    """Two-sided normal p-value of ``stouffer_z``."""
+    """Two-sided: normal for exact tokens, Student t with ``df`` for calibrated ones."""
+    standard_error: float = math.nan
+    """The model standard error of mean z, ``sqrt(1/n + offset variance)``: the
+    offset variance is ``mean_se_z^2 = 1/B`` for an arm with one calibration."""
+    df: float = math.inf
+    """Degrees of freedom of the t tail: ``1 / (2 std_se_z^2)`` (B - 1), inf when exact."""
+    calibration_share: float = 0.0
+    """Share of the variance of mean z that is the calibration's (T/B / (1 + T/B))."""
 
 
-def stouffer(z: npt.ArrayLike) -> StoufferResult:
-    """Combine per-token z-scores with Stouffer's method."""
+def stouffer(z: npt.ArrayLike, calibration: CalibrationInput = None) -> StoufferResult:
+    """Combine per-token z-scores with Stouffer's method.
+
+    With a calibration, ``mean z = r (N(0, 1/n) + b)`` with the offset b ~ N(0, 1/B)
+    and ``1/r^2 ~ chi2_nu / nu`` independent, so ``mean z / sqrt(1/n + 1/B)`` is
+    Student t with nu df: exact for a normal-shaped S.
+    """
     values = _values(z)
     n = values.size
     if n == 0:
         return StoufferResult(0, math.nan, math.nan, math.nan, math.nan)
-    total = float(values.sum())
-    combined = total / math.sqrt(n)
+    mean = float(values.mean())
     std = float(values.std(ddof=1)) if n > 1 else math.nan
-    return StoufferResult(n, total / n, std, combined, normal_two_sided_p(combined))
+    parts = parts_of(calibration, n)
+    offset = sum(t.offset for t in calibration_terms(values, parts))
+    se = math.sqrt(1.0 / n + offset)
+    statistic = mean / se
+    cal = combined(parts, n)
+    if cal is None:
+        return StoufferResult(n, mean, std, statistic, normal_two_sided_p(statistic), se)
+    p = float(2.0 * scipy_stats().t.sf(abs(statistic), cal.df))
+    return StoufferResult(n, mean, std, statistic, p, se, cal.df, offset / se**2)
 
 
 @dataclass(frozen=True, slots=True)
 class EffectSizeResult:
     """Mean z per token with its confidence interval (z has sd 1 under the null,
-    so mean z is the standardised effect per token)."""
+    so mean z is the standardised effect per token, in units of the calibrated sd
+    for a calibrated arm)."""
 
     estimate: float
     """Mean z."""
     ci_low: float
-    """Lower end of the confidence interval (Student t, n - 1 df)."""
+    """Lower end of the confidence interval (Student t, ``df``)."""
     ci_high: float
     """Upper end of the confidence interval."""
     level: float
     """Confidence level, e.g. 0.95."""
+    standard_error: float = math.nan
+    """``sqrt(var_z/n + calibration terms)``; ``s/sqrt(n)`` for exact tokens."""
+    df: float = math.nan
+    """Welch-Satterthwaite df over (n - 1) and each calibration's B - 1."""
 
 
-def effect_size(z: npt.ArrayLike, level: float = 0.95) -> EffectSizeResult:
-    """Mean z with a ``level`` Student-t confidence interval (NaN for fewer than 2)."""
+def effect_size(
+    z: npt.ArrayLike, level: float = 0.95, calibration: CalibrationInput = None
+) -> EffectSizeResult:
+    """Mean z with a ``level`` Student-t confidence interval (NaN for fewer than 2).
+
+    With a calibration it is Welch's interval for the tokens against the calibration
+    blocks: ``se^2 = var_z/n + mse^2 + est^2 sdse^2 + 2 est cov`` (one calibration;
+    the scale terms make it cover a non-zero effect and vanish under the null).
+    """
     values = _values(z)
-    if values.size < 2:
-        mean = float(values.mean()) if values.size else math.nan
+    n = values.size
+    if n < 2:
+        mean = float(values.mean()) if n else math.nan
         return EffectSizeResult(mean, math.nan, math.nan, level)
     mean = float(values.mean())
-    se = float(values.std(ddof=1)) / math.sqrt(values.size)
-    half = float(scipy_stats().t.ppf(0.5 + level / 2.0, values.size - 1)) * se
-    return EffectSizeResult(mean, mean - half, mean + half, level)
+    components = [(float(values.var(ddof=1)) / n, n - 1.0)]
+    components += [
+        (t.total, t.calibration.df)
+        for t in calibration_terms(values, parts_of(calibration, n))
+        if t.total > 0
+    ]
+    se = math.sqrt(sum(v for v, _ in components))
+    df = satterthwaite(components) if len(components) > 1 else n - 1.0
+    half = float(scipy_stats().t.ppf(0.5 + level / 2.0, df)) * se
+    return EffectSizeResult(mean, mean - half, mean + half, level, se, df)
 
 
 @dataclass(frozen=True, slots=True)
 class WelchResult:
-    """Difference of mean z between two groups, Welch's unequal-variance test."""
+    """Difference of mean z between two groups, Welch's unequal-variance test with the
+    calibrations' terms."""
 
     difference: float
     """Mean z of group A minus mean z of group B."""
     standard_error: float
-    """``sqrt(var_a / n_a + var_b / n_b)`` with ddof=1 variances."""
+    """``sqrt(var_a/n_a + var_b/n_b + calibration_variance)`` with ddof=1 variances."""
     statistic: float
     """``difference / standard_error``."""
     df: float
-    """Welch-Satterthwaite degrees of freedom."""
+    """Welch-Satterthwaite degrees of freedom (each calibration adds its B - 1)."""
     p_value: float
     """Two-sided Student-t p-value."""
     ci_low: float
@@ -175,10 +195,25 @@ class WelchResult:
     """Upper end of that interval."""
     method: str = "welch-t"
     """Always ``"welch-t"``."""
+    calibration_variance: float = 0.0
+    """The calibrations' share of ``standard_error^2``: ``1/B_a + 1/B_b`` for two arms
+    with their own calibrations, ``1/B`` for one calibrated arm against an exact one,
+    0 (plus a scale term that vanishes under the null) for arms sharing one."""
+    model_standard_error: float = math.nan
+    """``sqrt(1/n_a + 1/n_b + offset variance)``: the Bayes factor's."""
 
 
-def welch(a: npt.ArrayLike, b: npt.ArrayLike) -> WelchResult:
+def welch(
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
+    calibration_a: CalibrationInput = None,
+    calibration_b: CalibrationInput = None,
+) -> WelchResult:
     """Welch's test of mean(a) == mean(b), with a 95% interval for the difference.
+
+    Each group's calibration (see :func:`stouffer`) adds its offset and scale
+    terms; calibrations with equal sha256 in both groups cancel by the share of
+    each group's tokens they standardised (exactly, for two arms on one calibration).
 
     Raises:
         AnalysisError: A group has fewer than 2 values.
@@ -188,18 +223,27 @@ def welch(a: npt.ArrayLike, b: npt.ArrayLike) -> WelchResult:
         raise AnalysisError(f"each group needs >= 2 values, got {xa.size} and {xb.size}")
     va = float(xa.var(ddof=1)) / xa.size
     vb = float(xb.var(ddof=1)) / xb.size
+    terms = calibration_terms(
+        xa, parts_of(calibration_a, xa.size), xb, parts_of(calibration_b, xb.size)
+    )
+    components = [(va, xa.size - 1.0), (vb, xb.size - 1.0)]
+    components += [(t.total, t.calibration.df) for t in terms if t.total > 0]
+    cal_variance = sum(t.total for t in terms)
+    model = math.sqrt(1.0 / xa.size + 1.0 / xb.size + sum(t.offset for t in terms))
     diff = float(xa.mean() - xb.mean())
-    se = math.sqrt(va + vb)
+    se = math.sqrt(va + vb + cal_variance)
     if se == 0.0:
         stat = 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
         df = float(xa.size + xb.size - 2)
     else:
         stat = diff / se
-        df = (va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1))
+        df = satterthwaite(components)
     t = scipy_stats().t
     half = float(t.ppf(0.975, df)) * se
     p = float(2.0 * t.sf(abs(stat), df))
-    return WelchResult(diff, se, stat, df, p, diff - half, diff + half)
+    return WelchResult(
+        diff, se, stat, df, p, diff - half, diff + half, "welch-t", cal_variance, model
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,24 +275,6 @@ def chi_square_uniform(counts: npt.ArrayLike) -> ChiSquareResult:
     statistic = float(((observed - expected) ** 2).sum() / expected)
     df = observed.size - 1
     return ChiSquareResult(statistic, df, float(scipy_stats().chi2.sf(statistic, df)))
-
-
-def network_variance(z: npt.ArrayLike) -> ChiSquareResult:
-    """The network-variance statistic: ``sum(z^2)`` against chi-square with n df.
-
-    Under the null hypothesis each z is N(0, 1), so the sum of squares is
-    chi-square with n degrees of freedom. The p-value is two-sided,
-    ``2 min(P(X <= s), P(X >= s))``: too much variance and too little are both
-    departures (the field's one-sided "netvar" p-value is the upper tail).
-    """
-    values = _values(z)
-    n = values.size
-    if n == 0:
-        return ChiSquareResult(math.nan, 0, math.nan)
-    s = float(np.dot(values, values))
-    chi2 = scipy_stats().chi2
-    p = min(1.0, 2.0 * min(float(chi2.sf(s, n)), float(chi2.cdf(s, n))))
-    return ChiSquareResult(s, n, p)
 
 
 @dataclass(frozen=True, slots=True)

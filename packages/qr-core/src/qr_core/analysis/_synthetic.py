@@ -15,6 +15,7 @@ __all__ = ["simulate_records"]
 _SIMULATED_CONFIG = config_hash({"simulated": True})
 _SAMPLES = 20480  # the bytes per token a real amplifier would standardise
 _NO_BYTES_SHA256 = hashlib.sha256(b"").hexdigest()  # no bytes are drawn
+_BYTE_SUM_SD = math.sqrt(_SAMPLES * (256**2 - 1) / 12.0)  # sd of a perfect byte sum
 
 
 def simulate_records(
@@ -27,12 +28,19 @@ def simulate_records(
     tokens_per_request: int = 100,
     config: str = _SIMULATED_CONFIG,
     start_ns: int | None = None,
+    calibration_blocks: int | None = None,
 ) -> list[TokenSamplingRecord]:
     """Return ``n`` records whose z-scores are N(``z_shift``, 1) and ``u = Phi(z)``.
 
     With ``z_shift=0`` they follow the null hypothesis exactly (u is U(0, 1)); a
     non-zero shift plants an effect of that size, so ``analyze`` on simulated data
     shows how many tokens an experiment needs to detect it.
+
+    With ``calibration_blocks`` the tokens are standardised against a calibration of a
+    perfect device from that many blocks, as a calibrated arm's are: one offset
+    ``b ~ N(0, 1/B)`` and one scale ``r`` (``1/r^2 ~ chi2_{B-1}/(B-1)``) drawn from
+    ``seed`` for all of them, ``z = r (z0 + b)``, and the records carry the
+    calibration's figures (schema 3) and a sha256 made from ``seed`` and B.
 
     Args:
         n: Number of records.
@@ -43,6 +51,7 @@ def simulate_records(
         tokens_per_request: Records per simulated request id.
         config: ``config_hash`` of every record.
         start_ns: Wall-clock time of the first token; now by default.
+        calibration_blocks: B of a simulated calibration (``None``: exact tokens).
 
     Returns:
         Records in time order, one token per microsecond.
@@ -50,6 +59,22 @@ def simulate_records(
     rng = np.random.default_rng(seed)
     z = rng.standard_normal(n) + z_shift
     token_ids = rng.integers(0, 50_000, size=n)
+    calibration: dict[str, object] = {}
+    if calibration_blocks is not None:
+        b = calibration_blocks
+        offset = float(rng.standard_normal()) / math.sqrt(b)
+        ratio = math.sqrt(float(rng.chisquare(b - 1)) / (b - 1))  # s_hat / s
+        z = (z + offset) / ratio
+        std = _BYTE_SUM_SD * ratio
+        calibration = {
+            "calibration_sha256": hashlib.sha256(f"simulated-{seed}-{b}".encode()).hexdigest(),
+            "calibration_blocks": b,
+            "calibration_mean": 127.5 * _SAMPLES - offset * _BYTE_SUM_SD,
+            "calibration_std": std,
+            "calibration_mean_se_z": 1.0 / math.sqrt(b),
+            "calibration_std_se_z": 1.0 / math.sqrt(2.0 * (b - 1)),
+            "calibration_cov_z": 0.0,
+        }
     t0 = time.time_ns() if start_ns is None else start_ns
     prefix = f"sim-{seed}-{request_tag or 'untagged'}-{arm or 'no-arm'}"
     records = []
@@ -89,6 +114,7 @@ def simulate_records(
                 config_hash=config,
                 arm=arm,
                 u_transform="phi",
+                **calibration,  # type: ignore[arg-type]
             )
         )
     return records

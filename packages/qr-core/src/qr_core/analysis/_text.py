@@ -7,18 +7,21 @@ cell text of each statistic's columns), so a new statistic shows up by itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from qr_core._calibration import Calibration
 from qr_core.analysis._declare import Column, declared, format_p
+from qr_core.analysis._drift import DriftResult
 from qr_core.analysis._groups import GroupStats
 from qr_core.analysis._plan import Plan
 from qr_core.analysis._report import AnalysisReport
 from qr_core.records._reader import RecordFile
 from qr_core.records._validate import SHOWN_PROBLEMS, Validation
 
-__all__ = ["group_tables", "plan_text", "print_problems", "print_report"]
+__all__ = ["drift_text", "group_tables", "plan_text", "print_problems", "print_report"]
 
 _LABEL_WIDTH = 24
 
@@ -89,9 +92,23 @@ def print_report(
     w(f"fallback   {report.fallback_tokens} tokens ({100.0 * report.fallback_share:.2f}%)\n")
     for h, n in report.config_hashes.items():
         w(f"config     {h}  ({n} tokens)\n")
-    w(group_tables((report.overall, *report.groups)))
+    for sha, cal in report.calibrations.items():
+        if cal is None:
+            w(f"calibration {sha[:12]}  taken as exact (--assume-exact-calibration)\n")
+        else:
+            w(
+                f"calibration {sha[:12]}  B={cal.blocks}, offset SE {cal.mean_se_z:.4f} z, "
+                f"sd SE {cal.std_se_z:.4f}: in every statistic of its tokens\n"
+            )
+    groups = (report.overall, *report.groups)
+    w(group_tables(groups))
+    ks = ", ".join(sorted({g.ks.method for g in groups if g.ks.method != "none"}))
+    boot = [g.ks for g in groups if g.ks.method == "bootstrap"]
+    if boot:
+        cost = sum(k.seconds for k in boot)
+        ks += f" (calibrated: Monte Carlo, R = {report.ks_replicates}, {cost:.1f} s)"
     w(
-        f"\nKS: {report.overall.ks.method}; all p two-sided; serial tests in time order; "
+        f"\nKS: {ks or 'none'}; all p two-sided; serial tests in time order; "
         f"BF10 prior: shift of mean z ~ N({report.prior_mean:g}, {report.prior_sd:g}^2)\n"
     )
     c = report.comparison
@@ -106,6 +123,9 @@ def print_report(
             f"           Bayes factor BF10 = {c.bayes.bf10:.3g} "
             f"(log10 {c.bayes.log10_bf10:+.3f})\n"
         )
+        if t.calibration_variance > 0:
+            share = t.calibration_variance / t.standard_error**2
+            w(f"           calibrations: {100 * share:.1f}% of the SE's variance\n")
     for p in figures:
         w(f"figure     {p}\n")
 
@@ -113,7 +133,7 @@ def print_report(
 def plan_text(plan: Plan) -> str:
     """``qr-analyze plan``'s output."""
     arms = 2 if plan.design == "two-arm" else 1
-    return (
+    text = (
         f"design          {plan.design} (two-sided normal test of mean z, sd 1)\n"
         f"effect          {plan.effect:g} (shift of mean z per token)\n"
         f"alpha           {plan.alpha:g}\n"
@@ -121,3 +141,73 @@ def plan_text(plan: Plan) -> str:
         f"tokens per arm  {plan.tokens_per_arm}\n"
         f"tokens in all   {arms * plan.tokens_per_arm}\n"
     )
+    c = plan.calibration
+    if c is None:
+        return text
+    t = plan.tokens_per_arm
+    loss = f"{100 * c.max_power_loss:g}%" if c.relative else f"{100 * c.max_power_loss:g} pt"
+    text += f"calibrated arms {c.calibrated_arms} (each with its own calibration)\n"
+    if math.isfinite(c.blocks):
+        points = 100 * (c.power_left - plan.achieved_power)
+        text += (
+            f"blocks          {c.blocks:,.0f} per calibrated arm (B/T = {c.blocks / t:.3g})\n"
+            f"power left      {c.power_left:.4f} ({points:+.1f} points)\n"
+        )
+        restore = (
+            f"{math.ceil(c.tokens_to_restore):,} per arm with {c.blocks:,.0f} blocks"
+            if math.isfinite(c.tokens_to_restore)
+            else f"none: {c.blocks:,.0f} blocks are at or below the floor"
+        )
+        text += f"tokens to restore {restore}\n"
+    text += (
+        f"blocks for <= {loss} loss  B >= {c.recommended_blocks:,.0f} per calibrated arm "
+        f"(B/T = {c.recommended_blocks / t:.3g})\n"
+        f"floor           B > {c.floor_blocks:,.0f}: below it no token count reaches "
+        f"power {plan.target_power:g} for {plan.effect:g}\n"
+    )
+    return text
+
+
+def drift_text(
+    result: DriftResult, calibrations: Sequence[Calibration], names: Sequence[str]
+) -> str:
+    """``qr-analyze drift``'s output (calibrations in time order)."""
+    head = calibrations[0]
+    lines = [
+        f"calibrations  {len(calibrations)} (device {head.device_id or '-'}, "
+        f"{head.amplifier}, sample_count {head.sample_count})",
+        f"{'':<24}{'blocks':>10}{'mean z vs first':>17}{'SE':>9}{'sd ratio':>10}  started",
+    ]
+    for k, i in enumerate(result.order):
+        c = calibrations[i]
+        se = f"{result.standard_errors_z[k]:.4f}" if k else "-"
+        lines.append(
+            f"{names[i][-23:]:<24}{c.blocks:>10}{result.differences_z[k]:>+17.4f}{se:>9}"
+            f"{result.sd_ratios[k]:>10.4f}  {c.started_at}"
+        )
+    level = f"{100 * (1 - result.alpha):g}%"
+    if result.df == 1:
+        lines.append(
+            f"mean drift    z = {result.statistic:+.2f}, p = {format_p(result.p_value)} "
+            f"({level} CI of the drift in z: {result.ci_low:+.4f} .. {result.ci_high:+.4f})"
+        )
+        lines.append(
+            f"sd drift      z = {result.sd_statistic:+.2f}, p = {format_p(result.sd_p_value)}"
+        )
+    else:
+        lines.append(
+            f"mean drift    Q = {result.statistic:.2f} on {result.df} df, "
+            f"p = {format_p(result.p_value)}"
+        )
+        if not math.isnan(result.trend_z):
+            lines.append(
+                f"trend         z = {result.trend_z:+.2f}, p = {format_p(result.trend_p_value)}"
+            )
+        lines.append(
+            f"sd drift      Q = {result.sd_statistic:.2f}, p = {format_p(result.sd_p_value)}"
+        )
+    lines.append(
+        f"detectable    {result.min_detectable_z:.4f} in z ({100 * result.power:g}% power, "
+        f"alpha {result.alpha:g}); a drift below it may have gone unseen"
+    )
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,15 @@
-"""``qr-analyze``: report and figures for token record files; ``qr-analyze plan``.
+"""``qr-analyze``: report and figures for token record files; ``qr-analyze plan``,
+``drift`` and ``export`` (:mod:`qr_core.analysis._subcommands`).
 
-Exit status: 0 success; 1 unreadable, invalid or unusable input; 2 bad command line;
-3 pre-registration check failed (config hash differs from ``--expect-config-hash``,
-or mixed configurations without ``--allow-mixed-configs``); 4 the ``qr-core[analysis]``
-extra (scipy, matplotlib) is missing.
+Exit status: 0 success; 1 unreadable, invalid or unusable input (also calibrations that
+do not belong to the records); 2 bad command line; 3 pre-registration check failed
+(config hash differs from ``--expect-config-hash``, or mixed configurations without
+``--allow-mixed-configs``; with ``--by arm`` one configuration per arm is expected);
+4 the ``qr-core[analysis]`` extra (scipy, matplotlib, pyarrow) is missing.
+A broken hash chain is bad input (1) unless ``--skip-invalid``; pre-registered records
+need ``--preregistration PLAN`` (or ``--exploratory``), and a plan whose hash the
+records do not carry fails the pre-registration check (3). ``qr-analyze verify``
+(:mod:`qr_core.analysis._audit_cli`) exits 5 for a broken chain, 6 for an unsealed one.
 """
 
 from __future__ import annotations
@@ -17,15 +23,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from qr_core._calibration import load_calibration
+from qr_core._errors import QRCoreError
+from qr_core.analysis import _subcommands
+from qr_core.analysis._audit_cli import (
+    add_audit_options,
+    chain_precheck,
+    registered_analysis,
+    verify_main,
+)
 from qr_core.analysis._errors import ConfigHashError, MissingExtraError
 from qr_core.analysis._figures import write_figures
 from qr_core.analysis._groups import DEFAULT_PRIOR_SD, GroupKey, group_label, group_records
 from qr_core.analysis._inputs import LOGGER, distinct, file_json, validated
-from qr_core.analysis._plan import DESIGNS, plan_tokens
+from qr_core.analysis._ks import DEFAULT_KS_REPLICATES
+from qr_core.analysis._registered_text import registered_json, write_registered
 from qr_core.analysis._report import analyze_validated, check_config_hashes
 from qr_core.analysis._report import compare as compare_groups
-from qr_core.analysis._text import plan_text, print_problems, print_report
-from qr_core.records._errors import RecordError
+from qr_core.analysis._text import print_problems, print_report
 from qr_core.records._reader import read_records
 from qr_core.records._schema import TokenSamplingRecord
 
@@ -43,7 +58,9 @@ _BY_CHOICES: Final[dict[str, GroupKey]] = {"tag": "tag", "arm": "arm", "source":
 _EPILOG: Final = (
     "exit status: 0 ok, 1 bad or invalid input, 2 bad command line, 3 config-hash check "
     "failed, 4 the qr-core[analysis] extra is missing. `qr-analyze plan --help`: tokens "
-    "an experiment needs."
+    "and calibration blocks an experiment needs; `qr-analyze drift --help`: did the "
+    "device move between calibrations; `qr-analyze export --help`: records to Parquet; "
+    "`qr-analyze verify --help`: check the records' hash chains."
 )
 
 
@@ -98,36 +115,44 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="analyse records made under different config hashes together",
     )
+    p.add_argument(
+        "--calibration",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="calibration file for records that name it but do not carry its figures "
+        "(written before schema 3); its sha256 must be one the records name (repeatable)",
+    )
+    p.add_argument(
+        "--assume-exact-calibration",
+        action="store_true",
+        help="take such records as exact: leaves the calibration's error out of every "
+        "statistic (their p-values are then too small)",
+    )
+    p.add_argument(
+        "--ks-replicates",
+        type=int,
+        default=DEFAULT_KS_REPLICATES,
+        metavar="R",
+        help=f"Monte Carlo replicates of a calibrated group's KS test ({DEFAULT_KS_REPLICATES})",
+    )
     p.add_argument("--figures", metavar="DIR", type=Path, help="write PNG figures into DIR")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    return p
-
-
-def _plan_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="qr-analyze plan",
-        description=(
-            "Tokens per arm needed to detect a shift of mean z with a two-sided test "
-            "(z has sd 1 under the null hypothesis)."
-        ),
-    )
-    p.add_argument("--effect", type=float, required=True, help="shift of mean z, e.g. 0.02")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
-    p.add_argument("--power", type=float, default=0.8, help="power wanted (0.8)")
-    p.add_argument(
-        "--design",
-        choices=DESIGNS,
-        default="two-arm",
-        help="two-arm: arm A against arm B (default); one-sample: one group against 0",
-    )
+    add_audit_options(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qr-analyze``; returns the exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["plan"]:
-        return _plan(arguments[1:])
+    commands = {
+        "plan": _subcommands.plan,
+        "drift": _subcommands.drift,
+        "export": _subcommands.export,
+        "verify": verify_main,
+    }
+    if arguments[:1] and arguments[0] in commands:
+        return commands[arguments[0]](arguments[1:])
     args = _parser().parse_args(arguments)
     by, a, b = _grouping(args)
     if by is None:
@@ -139,15 +164,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if checked.problems and not args.skip_invalid:
             print_problems(checked, sys.stderr)
             return EXIT_INPUT
+        if not chain_precheck(args.files, args.skip_invalid, sys.stderr):
+            return EXIT_INPUT
         tokens = checked.tokens
         check_config_hashes(
-            tokens, expected=args.expect_config_hash, allow_mixed=args.allow_mixed_configs
+            tokens,
+            expected=args.expect_config_hash,
+            allow_mixed=args.allow_mixed_configs,
+            by=by if args.by is not None else None,
         )
+        registered = registered_analysis(tokens, args, sys.stderr)
         groups = group_records(tokens, by)
         if a is None and args.by is not None and len(groups) == 2 and None not in groups:
             a, b = (str(k) for k in groups)
         prior = {"prior_mean": args.prior_mean, "prior_sd": args.prior_sd}
-        report = analyze_validated(checked, by=by, a=a, b=b, **prior)
+        report = analyze_validated(
+            checked,
+            by=by,
+            a=a,
+            b=b,
+            calibration_files=[load_calibration(f) for f in args.calibration],
+            assume_exact_calibration=args.assume_exact_calibration,
+            ks_replicates=args.ks_replicates,
+            **prior,
+        )
         figure_groups: dict[str, Sequence[TokenSamplingRecord]] = {"all": tokens}
         if report.comparison is not None:
             figure_groups = {group_label(by, k): groups.get(k, []) for k in (a, b)}
@@ -157,17 +197,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             kept = {id(r) for r in tokens}
             fa, fb = ([r for r in f.records if id(r) in kept] for f in files)
             names = [str(f.path) for f in files]
-            comparison = compare_groups(names[0], fa, names[1], fb, **prior)
+            comparison = compare_groups(
+                names[0], fa, names[1], fb, calibrations=report.calibrations, **prior
+            )
             report = dataclasses.replace(report, comparison=comparison)
             figure_groups = {names[0]: fa, names[1]: fb}
-        figures = write_figures(figure_groups, args.figures) if args.figures is not None else ()
+        figures = (
+            write_figures(figure_groups, args.figures, report.calibrations)
+            if args.figures is not None
+            else ()
+        )
     except ConfigHashError as exc:
         print(f"qr-analyze: pre-registration check failed: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except MissingExtraError as exc:
         print(f"qr-analyze: error: {exc}", file=sys.stderr)
         return EXIT_MISSING_EXTRA
-    except RecordError as exc:
+    except QRCoreError as exc:  # RecordError (bad records), CalibrationError, a bad file
         print(f"qr-analyze: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     if args.json:
@@ -175,9 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         data["files"] = [file_json(f) for f in files]
         data["problems"] = [str(p) for p in checked.problems]
         data["figures"] = [str(p) for p in figures]
+        data["registered"] = None if registered is None else registered_json(registered)
         json.dump(data, sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
+        if registered is not None:
+            write_registered(registered, report.tokens, sys.stdout)
         print_report(report, files, checked, figures, sys.stdout)
     return EXIT_OK
 
@@ -204,19 +253,3 @@ def _log_to_stderr() -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("qr-analyze: %(levelname)s: %(message)s"))
         LOGGER.addHandler(handler)
-
-
-def _plan(argv: Sequence[str]) -> int:
-    args = _plan_parser().parse_args(argv)
-    try:
-        plan = plan_tokens(args.effect, args.alpha, args.power, args.design)
-    except MissingExtraError as exc:
-        print(f"qr-analyze: error: {exc}", file=sys.stderr)
-        return EXIT_MISSING_EXTRA
-    except RecordError as exc:
-        print(
-            f"qr-analyze plan: error: {str(exc).replace('target_power', 'power')}", file=sys.stderr
-        )
-        return EXIT_USAGE
-    sys.stdout.write(plan_text(plan))
-    return EXIT_OK

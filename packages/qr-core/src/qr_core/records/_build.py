@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from qr_core.records._errors import RecordError
+from qr_core.records._rows import (
+    AmplifiedRows,
+    CalibrationFigures,
+    EntropyOrigin,
+    SelectedRows,
+    TemperedRows,
+)
 from qr_core.records._schema import TokenSamplingRecord
 
-__all__ = [
-    "AmplifiedRows",
-    "EntropyOrigin",
-    "SelectedRows",
-    "TemperedRows",
-    "build_token_records",
-]
+__all__ = ["build_token_records"]
 
 
 # One value for every row, or one per row.
@@ -35,88 +36,20 @@ _Names = str | Sequence[str]
 _OptionalNames = str | Sequence[str | None] | None
 
 
-class EntropyOrigin(Protocol):
-    """Where and when one fetch's bytes came from (``qr_entropy.EntropyFetch`` is one)."""
-
-    @property
-    def source(self) -> str:
-        """Name of the source that delivered the bytes."""
-
-    @property
-    def device_id(self) -> str:
-        """Device id the source reported (empty when it has none)."""
-
-    @property
-    def sequence_id(self) -> int | None:
-        """The transport's sequence id, when it has one."""
-
-    @property
-    def requested_ns(self) -> int:
-        """When the bytes were asked for (wall clock, ns)."""
-
-    @property
-    def generated_ns(self) -> int | None:
-        """When the source made them; ``None`` when it does not say."""
-
-    @property
-    def received_ns(self) -> int:
-        """When they arrived."""
-
-    @property
-    def fallback(self) -> bool:
-        """Whether the fallback source delivered them."""
-
-    @property
-    def fallback_reason(self) -> str | None:
-        """Why, when it did."""
+_CalibrationFields = tuple[str, int, float, float, float, float, float]
 
 
-class AmplifiedRows(Protocol):
-    """Per-row amplifier output (``qr_core.BatchAmplificationResult`` is one)."""
-
-    @property
-    def u(self) -> Any:
-        """``(B,)`` uniform values."""
-
-    @property
-    def z_score(self) -> Any:
-        """``(B,)`` z-scores."""
-
-    @property
-    def sample_mean(self) -> Any:
-        """``(B,)`` byte means; records cannot be built where this is ``None``."""
-
-
-class TemperedRows(Protocol):
-    """Per-row temperatures (``qr_core.BatchTemperatureResult`` is one)."""
-
-    @property
-    def temperature(self) -> Any:
-        """``(B,)`` temperatures."""
-
-    @property
-    def shannon_entropy(self) -> Any:
-        """``(B,)`` Shannon entropies (nats; NaN where not computed)."""
-
-
-class SelectedRows(Protocol):
-    """Per-row selections (``qr_core.BatchSelectionResult`` is one)."""
-
-    @property
-    def token_id(self) -> Any:
-        """``(B,)`` chosen token ids."""
-
-    @property
-    def token_rank(self) -> Any:
-        """``(B,)`` their ranks."""
-
-    @property
-    def token_prob(self) -> Any:
-        """``(B,)`` their renormalised probabilities."""
-
-    @property
-    def num_candidates(self) -> Any:
-        """``(B,)`` tokens left after top-k and top-p."""
+def _calibration_fields(c: CalibrationFigures) -> _CalibrationFields:
+    """sha256, B, mean, std and the standard errors and covariance in units of std."""
+    return (
+        c.sha256,
+        int(c.blocks),
+        float(c.mean),
+        float(c.std),
+        c.mean_se / c.std,
+        c.std_se / c.std,
+        c.mean_std_cov / c.std**2,
+    )
 
 
 def build_token_records(
@@ -140,7 +73,9 @@ def build_token_records(
     request_tag: _OptionalNames = None,
     arm: _OptionalNames = None,
     calibration_sha256: _OptionalNames = None,
+    calibration: CalibrationFigures | Sequence[CalibrationFigures | None] | None = None,
     writer_id: str | None = None,
+    preregistration_sha256: str | None = None,
 ) -> list[TokenSamplingRecord]:
     """Build one record per row of a sampling step.
 
@@ -168,8 +103,15 @@ def build_token_records(
         config_hash: :func:`config_hash` of the configuration in effect.
         request_tag: The client's request tag(s).
         arm: The experiment arm(s).
-        calibration_sha256: The device calibration(s) the amplifier used.
+        calibration_sha256: The hash(es) of the device calibration(s) the amplifier
+            used, alone: records without the calibration's figures (the analysis then
+            needs the calibration file). Prefer ``calibration``.
+        calibration: The device calibration(s) the amplifier used: their hash and the
+            figures the analysis needs (B, mean, std, standard errors, covariance).
+            With ``calibration_sha256`` too, the hashes must agree row by row.
         writer_id: The process that writes the records.
+        preregistration_sha256: SHA-256 of the pre-registered plan the experiment runs
+            under (``Preregistration.sha256``); ``None`` when not pre-registered.
 
     Returns:
         The records, in row order (``raw_sha256`` is the SHA-256 of each row's bytes,
@@ -177,7 +119,8 @@ def build_token_records(
 
     Raises:
         RecordError: An array or per-row argument does not have one value per row,
-            ``raw`` is not uint8 bytes of that layout, or ``sample_mean`` is ``None``
+            ``raw`` is not uint8 bytes of that layout, ``sample_mean`` is ``None``,
+            or ``calibration`` and ``calibration_sha256`` name different calibrations
             (the message names the argument).
     """
     rows = len(request_id)
@@ -210,7 +153,7 @@ def build_token_records(
     ks = _per_row(top_k, rows, "top_k")
     ps = _per_row(top_p, rows, "top_p")
     hashes = _per_row(config_hash, rows, "config_hash")
-    calibrations = _per_row(calibration_sha256, rows, "calibration_sha256")
+    calibrations = _calibration_rows(calibration_sha256, calibration, rows)
     records: list[TokenSamplingRecord] = []
     for i in range(rows):
         chunk = chunks[i]
@@ -223,6 +166,7 @@ def build_token_records(
                 logits_ready_ns=logits_ready_ns,
                 entropy_requested_ns=origin.requested_ns,
                 entropy_generated_ns=origin.generated_ns,
+                entropy_read_started_ns=getattr(origin, "read_started_ns", None),
                 entropy_received_ns=origin.received_ns,
                 entropy_source=origin.source,
                 device_id=origin.device_id,
@@ -248,11 +192,49 @@ def build_token_records(
                 config_hash=hashes[i],
                 arm=arms[i],
                 writer_id=writer_id,
+                preregistration_sha256=preregistration_sha256,
                 u_transform=transforms[i],
-                calibration_sha256=calibrations[i],
+                calibration_sha256=calibrations[i][0],
+                calibration_blocks=calibrations[i][1],
+                calibration_mean=calibrations[i][2],
+                calibration_std=calibrations[i][3],
+                calibration_mean_se_z=calibrations[i][4],
+                calibration_std_se_z=calibrations[i][5],
+                calibration_cov_z=calibrations[i][6],
             )
         )
     return records
+
+
+_CalibrationRow = tuple[
+    str | None, int | None, float | None, float | None, float | None, float | None, float | None
+]
+
+
+def _calibration_rows(
+    sha256: _OptionalNames, calibration: object, rows: int
+) -> list[_CalibrationRow]:
+    """Each row's (sha256, B, mean, std, mean_se_z, std_se_z, cov_z), ``None`` where
+    uncalibrated; one conversion per distinct calibration, not per row."""
+    hashes = _per_row(sha256, rows, "calibration_sha256")
+    given = _per_row(calibration, rows, "calibration")
+    known: dict[int, _CalibrationFields] = {}
+    out: list[_CalibrationRow] = []
+    for i in range(rows):
+        c = given[i]
+        if c is None:
+            out.append((hashes[i], None, None, None, None, None, None))
+            continue
+        fields = known.get(id(c))
+        if fields is None:
+            fields = known[id(c)] = _calibration_fields(c)
+        if hashes[i] is not None and hashes[i] != fields[0]:
+            raise RecordError(
+                f"calibration_sha256 of row {i} is {hashes[i]!r} but its calibration's "
+                f"sha256 is {fields[0]!r}; give one of the two, or the same calibration"
+            )
+        out.append(fields)
+    return out
 
 
 def _row_bytes(

@@ -7,6 +7,8 @@ Hierarchy::
         └── RecordError        (a record, record file, sink or analysis input is wrong)
             ├── InvalidRecordsError  (impossible values or duplicates; in ``_validate``,
             │                         next to the ``Problem`` entries it carries)
+            ├── PreregistrationError (a plan file is missing or invalid; in
+            │                         ``_preregistration``)
             └── AnalysisError        (qr_core.analysis: a statistic's or report's input
                                       is wrong; its subclasses are drawn in
                                       ``qr_core.analysis._errors``)

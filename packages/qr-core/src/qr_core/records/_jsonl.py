@@ -16,6 +16,10 @@ Two ways to hand records to the operating system (also in ``docs/records.md``):
 Several processes share one base path by giving each its ``writer_id``: each then
 writes and rotates only its own series ``<stem>.<writer-token><suffix>`` (+ ``.N``
 segments) and never touches another writer's files.
+
+Every record line is hash-chained to the one before it in the sink's series, and a
+clean close writes the seal (``_chain.py``; checked by
+:func:`~qr_core.records.verify_chain`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from qr_core.records._chain import SeriesChain
 from qr_core.records._errors import RecordError
 from qr_core.records._layout import writer_file
 from qr_core.records._live_file import LiveFile
@@ -68,6 +73,10 @@ class JsonlFileSink:
             closes every open sink and then chains to the previous handler. Only
             possible from the main thread; elsewhere it is skipped with a DEBUG log
             and the ``atexit`` hook remains.
+        chain: Hash-chain the record lines and seal the series at a clean close
+            (default). ``False`` writes plain lines, which
+            :func:`~qr_core.records.verify_chain` reports as unchained: for files
+            that are no research record, and to measure what the chain costs.
 
     Raises:
         RecordError: An argument is out of range or the file cannot be opened.
@@ -85,6 +94,7 @@ class JsonlFileSink:
         install_sigterm_handler: bool = True,
         writer_id: str | None = None,
         write_through: bool = False,
+        chain: bool = True,
     ) -> None:
         if max_bytes <= 0:
             raise RecordError(f"max_bytes must be > 0, got {max_bytes!r}")
@@ -107,6 +117,7 @@ class JsonlFileSink:
                 write_through=write_through,
                 fsync=fsync,
                 lock=self._queue.cond,
+                chain=SeriesChain(writer_id) if chain else None,
             )
         except OSError as exc:
             raise RecordError(f"cannot open record file {str(self._path)!r}: {exc}") from exc
@@ -176,7 +187,8 @@ class JsonlFileSink:
                 queue.cond.notify_all()
 
     def close(self) -> None:
-        """Write every queued record, flush, fsync and close the file. Idempotent.
+        """Write every queued record, seal the series, flush, fsync and close the
+        file. Idempotent.
 
         Raises:
             RecordError: The writer had failed earlier (records were lost).

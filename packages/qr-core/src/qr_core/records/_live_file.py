@@ -6,12 +6,13 @@ line left by a killed writer is moved, with its file, into a rotated segment bef
 appending. A line that would make the live file larger than ``max_bytes`` starts a
 new one: the live file becomes the next numbered segment (``live.1``, ``live.2``, ...;
 higher is newer), and with ``backup_count`` the oldest segments beyond it are deleted.
+With a :class:`~qr_core.records._chain.SeriesChain` every record line is hash-chained
+to the one before (across rotations), and :meth:`LiveFile.seal` ends the series.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import threading
@@ -19,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from qr_core.records._chain import SeriesChain
 from qr_core.records._errors import RecordError
 from qr_core.records._layout import rotated_segments
+from qr_core.records._line import record_json
 from qr_core.records._schema import TokenSamplingRecord
 
 __all__ = ["LiveFile"]
@@ -28,23 +31,6 @@ __all__ = ["LiveFile"]
 _logger = logging.getLogger(__name__)
 
 _FILE_BUFFER_BYTES: Final = 256 * 1024
-
-
-def _json_default(value: object) -> object:
-    # numpy scalars slip in easily from array code; store them as plain numbers.
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# allow_nan=False: JSON has no NaN or infinity; the sink refuses them first with the
-# field's name, this is the backstop.
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
-
-
-def _encode(record: TokenSamplingRecord) -> bytes:
-    return _ENCODER.encode(record.to_json_dict()).encode("ascii") + b"\n"
 
 
 class LiveFile:
@@ -62,6 +48,7 @@ class LiveFile:
             thread (:attr:`retired`) to fsync and close, off the sampling step.
         fsync: Whether flushes reach the disk (``os.fsync``), not just the OS.
         lock: The sink's lock, held while a counter changes.
+        chain: Chain every record line into this series (``None``: plain lines).
 
     Raises:
         OSError: The file cannot be opened.
@@ -77,6 +64,7 @@ class LiveFile:
         write_through: bool,
         fsync: bool,
         lock: threading.Condition,
+        chain: SeriesChain | None = None,
     ) -> None:
         self.path = path
         self._max_bytes = max_bytes
@@ -84,6 +72,7 @@ class LiveFile:
         self._write_through = write_through
         self._fsync = fsync
         self._lock = lock
+        self._chain = chain
         self.retired: list[BinaryIO] = []
         """write-through: rotated segments the writer thread still has to fsync and close."""
         self.dir_sync_due = False
@@ -97,18 +86,29 @@ class LiveFile:
         segments = rotated_segments(path)
         self._next_segment = int(segments[-1].name.rsplit(".", 1)[1]) + 1 if segments else 1
         self._file = self._open_live()
+        if chain is not None:
+            chain.new_file(self._next_segment)
 
     def append(self, batch: Sequence[TokenSamplingRecord]) -> None:
         """Encode ``batch`` and write it, rotating before a line would pass ``max_bytes``."""
         lines: list[bytes] = []
         size = self._file_size
+        chain = self._chain
         for record in batch:
-            line = _encode(record)
+            body = record_json(record)
+            if chain is None:
+                line = (body + "}\n").encode("ascii")
+            else:
+                line = (body + chain.envelope() + "}\n").encode("ascii")
             if size > 0 and size + len(line) > self._max_bytes:
                 self.write(b"".join(lines))
                 lines = []
                 self._rotate()
                 size = 0
+                if chain is not None:  # again, with the new file's segment number
+                    line = (body + chain.envelope() + "}\n").encode("ascii")
+            if chain is not None:
+                chain.commit(line)
             lines.append(line)
             size += len(line)
         self.write(b"".join(lines))
@@ -154,6 +154,24 @@ class LiveFile:
             _fsync_dir(self.path.parent)
         with self._lock:
             self.flushes += 1
+
+    def seal(self) -> None:
+        """End the chained series with its seal line (nothing when no record was
+        chained, or the lines are not chained); the caller flushes afterwards."""
+        chain = self._chain
+        if chain is None or chain.count == 0 or chain.final_sha256 is not None:
+            return
+        line = chain.seal_line()
+        if self._file_size > 0 and self._file_size + len(line) > self._max_bytes:
+            self._rotate()  # the seal obeys max_bytes too (it may then stand alone)
+        self.write(line)
+        _logger.info(
+            "sealed record series %s of %s: %d records, final SHA-256 %s",
+            chain.series,
+            self.path,
+            chain.count,
+            chain.final_sha256,
+        )
 
     def close(self) -> None:
         """Close the live file (logged, not raised, when that fails)."""
@@ -203,6 +221,8 @@ class LiveFile:
             self._move_live_to_segment(sync_dir=True)
         self._file = self._open_locked()
         self._file_size = 0
+        if self._chain is not None:
+            self._chain.new_file(self._next_segment)
         with self._lock:
             self.rotations += 1
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qr_core.records._chain import CHAIN_KEY, SEAL_KEY
 from qr_core.records._errors import RecordError
 from qr_core.records._layout import rotated_segments, writer_files
 from qr_core.records._schema import TokenSamplingRecord
@@ -46,7 +47,9 @@ def read_records(path: str | os.PathLike[str], *, skip_invalid: bool = False) ->
     series under it as a base (see :func:`segments_of`), merged in time order.
 
     A final line without its newline is what a killed writer leaves behind: it is
-    skipped with a WARNING and everything before it is kept. Any other line that is
+    skipped with a WARNING and everything before it is kept. Seal lines are skipped
+    and each line's hash-chain envelope is set aside (the chain is checked by
+    :func:`~qr_core.records.verify_chain`, not here). Any other line that is
     no valid record (not JSON, wrong keys or types, or impossible values: see
     :func:`~qr_core.records._validate.value_problems`) is an error.
 
@@ -169,6 +172,9 @@ def _read_segment(
         if not isinstance(data, dict):
             invalid.append(Problem(location, f"expected a JSON object, got {type(data).__name__}"))
             continue
+        if SEAL_KEY in data and len(data) == 1:
+            continue  # the end of a chained series, no record
+        data.pop(CHAIN_KEY, None)
         try:
             record = TokenSamplingRecord.from_json_dict(data)
         except RecordError as exc:

@@ -13,15 +13,17 @@ from qr_core.records._errors import RecordError
 
 __all__ = ["READABLE_SCHEMA_VERSIONS", "SCHEMA_VERSION", "TokenSamplingRecord", "config_hash"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Version of the :class:`TokenSamplingRecord` layout; bumped on any field change."""
 
-READABLE_SCHEMA_VERSIONS: Final = (1, 2)
+READABLE_SCHEMA_VERSIONS: Final = (1, 2, 3)
 """Layouts :meth:`TokenSamplingRecord.from_json_dict` still reads.
 
 Version 1 lacks the fields added in version 2 (``arm`` through ``discarded``); a
 version-1 record reads with their version-1 meaning: no arm, no calibration,
-``u_transform="phi"`` (u was ``Phi(z)``), no writer id, not discarded.
+``u_transform="phi"`` (u was ``Phi(z)``), no writer id, not discarded. Versions 1
+and 2 lack the fields added in version 3 (see ``_V3_DEFAULTS``), which read with
+their defaults (no pre-registration, no calibration figures).
 """
 
 
@@ -98,6 +100,20 @@ class TokenSamplingRecord:
     calibration_sha256: str | None = None
     """SHA-256 of the device calibration the amplifier standardised against
     (``QR_CALIBRATION_PATH``); ``None`` when uncalibrated."""
+    calibration_blocks: int | None = None
+    """B, the blocks the calibration was measured from; ``None`` when uncalibrated or
+    not recorded (versions 1 and 2). (Version 3, as the five fields below: what the
+    analysis needs to put the calibration's own error into every statistic.)"""
+    calibration_mean: float | None = None
+    """The calibrated mean of the amplifier's statistic S (units of S)."""
+    calibration_std: float | None = None
+    """The calibrated standard deviation of S (units of S)."""
+    calibration_mean_se_z: float | None = None
+    """Standard error of the calibrated mean over the calibrated sd (``1/sqrt(B)``)."""
+    calibration_std_se_z: float | None = None
+    """Standard error of the calibrated sd over the calibrated sd (about ``1/sqrt(2B)``)."""
+    calibration_cov_z: float | None = None
+    """Covariance of the calibrated mean and sd over the calibrated sd squared."""
     u_transform: str = "randomized_pit"
     """How ``u`` was made from the statistic: ``"randomized_pit"`` (exactly uniform
     under the null) or ``"phi"`` (``Phi(z)``, on a lattice; version-1 records)."""
@@ -107,6 +123,16 @@ class TokenSamplingRecord:
     discarded: bool = False
     """True when vLLM did not emit this token (a partial-prefill or recomputed row):
     its entropy is accounted for, but it is no output token and no statistic uses it."""
+    preregistration_sha256: str | None = None
+    """SHA-256 of the pre-registered plan file (``QR_PREREGISTRATION_PATH``) the
+    experiment runs under; ``None`` when not pre-registered. (Version 3.)"""
+    entropy_read_started_ns: int | None = None
+    """When the entropy server's fresh read of these bytes began (its response's
+    ``read_started_ns``): after the request arrived, as the server's device backend
+    first discarded what its device had buffered; with ``entropy_requested_ns`` it
+    shows that no byte was read before the engine asked for it (docs/records.md).
+    ``None`` when the server does not say (a local source, a fallback, an older
+    server): never invented. (Version 3.)"""
     schema_version: int = SCHEMA_VERSION
     """Layout version; :data:`SCHEMA_VERSION` for records made by this code."""
 
@@ -137,7 +163,8 @@ class TokenSamplingRecord:
                 f"schema_version={version!r} is not supported; expected one of "
                 f"{list(READABLE_SCHEMA_VERSIONS)}"
             )
-        expected = _V1_FIELD_SET if version == 1 else _FIELD_SET
+        absent = _ABSENT_BEFORE.get(version, {})
+        expected = _FIELD_SET - absent.keys()
         keys = set(d)
         unknown = sorted(keys - expected)
         missing = sorted(expected - keys)
@@ -149,7 +176,7 @@ class TokenSamplingRecord:
         values: dict[str, object] = {}
         for name, (kind, optional) in _FIELD_TYPES.items():
             if name not in expected:
-                values[name] = _V1_DEFAULTS[name]
+                values[name] = absent[name]
                 continue
             value = d[name]
             if value is None and optional:
@@ -188,7 +215,22 @@ _V1_DEFAULTS: Final[dict[str, object]] = {
     "writer_id": None,
     "discarded": False,
 }
-_V1_FIELD_SET: Final = _FIELD_SET - _V1_DEFAULTS.keys()
+_V3_DEFAULTS: Final[dict[str, object]] = {
+    "calibration_blocks": None,
+    "calibration_mean": None,
+    "calibration_std": None,
+    "calibration_mean_se_z": None,
+    "calibration_std_se_z": None,
+    "calibration_cov_z": None,
+    "preregistration_sha256": None,
+    "entropy_read_started_ns": None,
+}
+"""Fields added in version 3, with the value they take in a version-1 or -2 record."""
+_ABSENT_BEFORE: Final[dict[int, dict[str, object]]] = {
+    1: {**_V1_DEFAULTS, **_V3_DEFAULTS},
+    2: dict(_V3_DEFAULTS),
+}
+"""Per older version: the fields its records lack and the value each reads with."""
 
 
 def config_hash(settings: Mapping[str, object]) -> str:

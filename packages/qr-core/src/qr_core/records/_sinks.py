@@ -13,9 +13,12 @@ from qr_core.records._errors import RecordError
 from qr_core.records._schema import TokenSamplingRecord
 from qr_core.records._validate import require_finite
 
-__all__ = ["LogSink", "RecordSink", "RingBufferSink"]
+__all__ = ["LOG_SINK_LOGGER", "LogSink", "RecordSink", "RingBufferSink"]
 
-_logger = logging.getLogger(__name__)
+LOG_SINK_LOGGER = __name__
+"""Name of the logger a :class:`LogSink` writes to unless given another."""
+
+_logger = logging.getLogger(LOG_SINK_LOGGER)
 
 
 @runtime_checkable
@@ -107,7 +110,7 @@ class LogSink:
 
     Args:
         level: ``"summary"`` or ``"full"`` (``"none"`` means: create no sink).
-        logger: Logger to use; defaults to this module's logger.
+        logger: Logger to use; defaults to the one named :data:`LOG_SINK_LOGGER`.
 
     Raises:
         RecordError: ``level`` is not one of the allowed values.

@@ -29,10 +29,29 @@ __all__ = [
     "value_problems",
 ]
 
-FLOAT_FIELDS: Final = tuple(name for name, (kind, _) in _FIELD_TYPES.items() if kind is float)
-"""The record's float fields; every one must be finite."""
+FLOAT_FIELDS: Final = tuple(
+    name for name, (kind, optional) in _FIELD_TYPES.items() if kind is float and not optional
+)
+"""The record's float fields that always hold a number; every one must be finite."""
+
+OPTIONAL_FLOAT_FIELDS: Final = tuple(
+    name for name, (kind, optional) in _FIELD_TYPES.items() if kind is float and optional
+)
+"""The record's float fields that may be ``None``; finite where they hold a number."""
+
+CALIBRATION_FIGURES: Final = (
+    "calibration_mean",
+    "calibration_std",
+    "calibration_mean_se_z",
+    "calibration_std_se_z",
+    "calibration_cov_z",
+)
+"""The calibration's figures a record carries beside ``calibration_blocks`` (version 3):
+all of them or none, and only with a ``calibration_sha256``."""
 
 _FLOATS: Final = operator.attrgetter(*FLOAT_FIELDS)
+_FIGURES: Final = operator.attrgetter(*CALIBRATION_FIGURES)
+_NO_FIGURES: Final = (None,) * len(CALIBRATION_FIGURES)
 
 U_TRANSFORMS: Final = ("randomized_pit", "phi")
 """Allowed values of ``u_transform``."""
@@ -102,15 +121,44 @@ def require_finite(record: TokenSamplingRecord) -> None:
     """
     # One addition tests all fields at once on the common path; the loop only runs
     # to name the culprit (or when finite values overflowed the sum).
-    if math.isfinite(sum(_FLOATS(record))):
+    if math.isfinite(sum(_FLOATS(record))) and _figures_finite(record):
         return
-    for name in FLOAT_FIELDS:
+    for name in FLOAT_FIELDS + OPTIONAL_FLOAT_FIELDS:
         value = getattr(record, name)
-        if not math.isfinite(value):
+        if value is not None and not math.isfinite(value):
             raise RecordError(
                 f"record field {name!r} is {value!r}; records hold finite numbers only "
                 f"(request {record.request_id!r}, token {record.token_index})"
             )
+
+
+def _figures_finite(r: TokenSamplingRecord) -> bool:
+    figures = _FIGURES(r)
+    return figures == _NO_FIGURES or (None not in figures and math.isfinite(sum(figures)))
+
+
+def _calibration_problems(r: TokenSamplingRecord) -> list[str]:
+    """The calibration fields: all figures with B, or none; only with a sha256."""
+    figures = _FIGURES(r)
+    if r.calibration_blocks is None and figures == _NO_FIGURES:
+        return []
+    if r.calibration_blocks is None or None in figures:
+        given = [n for n, v in zip(CALIBRATION_FIGURES, figures, strict=True) if v is not None]
+        return [
+            f"calibration fields come all together or not at all: calibration_blocks is "
+            f"{r.calibration_blocks!r} and {given or 'none'} of {list(CALIBRATION_FIGURES)} "
+            "are set"
+        ]
+    found = []
+    if r.calibration_sha256 is None:
+        found.append("calibration figures without a calibration_sha256")
+    if r.calibration_blocks < 2:
+        found.append(f"calibration_blocks is {r.calibration_blocks}, must be >= 2")
+    for name in ("calibration_std", "calibration_mean_se_z", "calibration_std_se_z"):
+        value = getattr(r, name)
+        if math.isfinite(value) and not value > 0:
+            found.append(f"{name} is {value!r}, must be > 0")
+    return found
 
 
 def value_problems(record: TokenSamplingRecord) -> list[str]:
@@ -125,13 +173,15 @@ def value_problems(record: TokenSamplingRecord) -> list[str]:
         and r.token_index >= 0
         and r.u_transform in U_TRANSFORMS
         and math.isfinite(sum(_FLOATS(r)))
+        and (r.calibration_blocks is None and _FIGURES(r) == _NO_FIGURES)
     ):
         return []
     found = [
-        f"{name} is {getattr(record, name)!r}, must be finite"
-        for name in FLOAT_FIELDS
-        if not math.isfinite(getattr(record, name))
+        f"{name} is {value!r}, must be finite"
+        for name in FLOAT_FIELDS + OPTIONAL_FLOAT_FIELDS
+        if (value := getattr(record, name)) is not None and not math.isfinite(value)
     ]
+    found += _calibration_problems(record)
     if math.isfinite(record.u) and not 0.0 < record.u < 1.0:
         found.append(f"u is {record.u!r}, must lie in (0, 1)")
     if math.isfinite(record.token_prob) and not 0.0 < record.token_prob <= 1.0:

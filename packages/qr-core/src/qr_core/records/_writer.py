@@ -5,7 +5,9 @@ Queued mode: sampling threads :meth:`RecordQueue.put` records; the writer thread
 flushes at most ``flush_interval_s`` after it wrote a record. Write-through mode: the
 sampling thread writes itself and the writer thread (:func:`run_syncer`) only fsyncs,
 at most ``flush_interval_s`` later. Either way a writer failure is kept in the queue,
-so every later ``put`` raises instead of losing records quietly.
+so every later ``put`` raises instead of losing records quietly, and a clean close
+seals the series (:meth:`LiveFile.seal`) before the last flush; a failed writer never
+seals.
 """
 
 from __future__ import annotations
@@ -149,11 +151,13 @@ def run_queued(queue: RecordQueue, live: LiveFile, flush_interval_s: float) -> N
                 if flush_due is None:
                     flush_due = time.monotonic() + flush_interval_s
                 live.append(batch)
-            if flush_due is not None and (drained or time.monotonic() >= flush_due):
+            if drained:
+                live.seal()
+                live.flush()
+                break
+            if flush_due is not None and time.monotonic() >= flush_due:
                 live.flush()
                 flush_due = None
-            if drained:
-                break
     except BaseException as exc:
         queue.fail(exc)
     finally:
@@ -184,6 +188,8 @@ def run_syncer(queue: RecordQueue, live: LiveFile) -> None:
                 dir_due, live.dir_sync_due = live.dir_sync_due, False
             live.sync(fds, retired, dir_due)
         with cond:
+            if queue.error is None:
+                live.seal()
             retired, live.retired = live.retired, []
             fds = live.sync_fds()
             live.sync(fds, retired, live.dir_sync_due)

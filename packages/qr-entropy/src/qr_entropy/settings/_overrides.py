@@ -21,6 +21,7 @@ def apply_overrides(
     *,
     prefix: str = "qr_",
     forbidden: Collection[str] = (),
+    also_allowed: Collection[str] = (),
 ) -> M:
     """Return a copy of ``base`` with per-request overrides applied and validated.
 
@@ -36,6 +37,9 @@ def apply_overrides(
         prefix: Prefix marking the keys meant for ``base``'s model.
         forbidden: Field names that may only be set through environment
             variables (e.g. ``EntropyConfig.model_fields``).
+        also_allowed: Keys (with the prefix) that the caller handles itself,
+            e.g. qr-vllm's ``qr_entropy_source``: skipped here, and listed among
+            the allowed keys when a key is unknown.
 
     Returns:
         ``base`` itself when no key applies, else a new validated instance.
@@ -50,7 +54,7 @@ def apply_overrides(
     blocked = set(forbidden)
     updates: dict[str, object] = {}
     for key, value in overrides.items():
-        if not isinstance(key, str) or not key.startswith(prefix):
+        if not isinstance(key, str) or not key.startswith(prefix) or key in also_allowed:
             continue
         name = key[len(prefix) :]
         if name in blocked:
@@ -59,7 +63,10 @@ def apply_overrides(
                 f"setting, set only via the environment variable {env_var_name(name)}"
             )
         if name not in fields:
-            allowed = ", ".join(prefix + n for n in fields if n not in blocked)
+            allowed = ", ".join(
+                [prefix + n for n in fields if n not in blocked]
+                + [k for k in also_allowed if k.startswith(prefix)]
+            )
             raise ConfigError(f"unknown per-request key {key!r}; allowed keys: {allowed}")
         updates[name] = value
     if not updates:

@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from qr_core.analysis import analyze
 from qr_vllm._adapter_config import AdapterConfig
-from qr_vllm.demo._generate import generate_with_records
+from qr_vllm.demo._generate import generate_with_records, say_record_files, warn_fallbacks
 
 if TYPE_CHECKING:
     from qr_core.analysis import GroupStats
     from qr_core.records import TokenSamplingRecord
 
-__all__ = ["DEFAULT_ARMS", "run_arms"]
+__all__ = ["DEFAULT_ARMS", "analysis_command", "run_arms"]
 
 DEFAULT_ARMS = {
     "system": {"entropy_source_type": "system"},
@@ -46,6 +46,7 @@ def run_arms(
     requests_per_arm: int,
     max_tokens: int,
     say: Callable[[str], None],
+    console: TextIO | None = None,
 ) -> int:
     """Run the experiment and print the comparison.
 
@@ -57,6 +58,7 @@ def run_arms(
         max_tokens: Tokens per request (end-of-sequence is ignored, so every
             request contributes exactly this many).
         say: Prints a progress line.
+        console: The terminal, for the progress bar and the warnings.
 
     Returns:
         The exit status: 1 when a record does not match its token or arm.
@@ -88,8 +90,11 @@ def run_arms(
         )
         for arm, tag in plan
     ]
+    say_record_files(say)
     say(f"Generating {len(plan)} requests of {max_tokens} tokens, alternating arms ...")
-    outputs, processors, records, elapsed = generate_with_records(llm, prompts, params, chat)
+    outputs, processors, records, elapsed = generate_with_records(
+        llm, prompts, params, chat, progress=console
+    )
     for p in processors:
         p.close()  # flushes the record file
     for (arm, tag), output in zip(plan, outputs, strict=True):
@@ -105,6 +110,7 @@ def run_arms(
         f"{len(records)} tokens in {elapsed:.1f} s; every record matches its token and arm; "
         f"{shared} engine steps sampled both arms"
     )
+    warn_fallbacks(records, console)
     report = analyze(records, by="arm", a=a, b=b)
     print(_table([g for g in report.groups if g.label in (f"arm={a}", f"arm={b}")]))
     if report.comparison is not None:
@@ -120,8 +126,21 @@ def run_arms(
     )
     record_path = os.environ.get("QR_RECORD_PATH")
     if record_path:
-        print(f"Full analysis: qr-analyze --by arm --a {a} --b {b} {record_path}")
+        print(f"Full analysis: {analysis_command(records, a, b, record_path)}")
     return 0
+
+
+def analysis_command(records: Sequence[TokenSamplingRecord], a: str, b: str, path: str) -> str:
+    """The ``qr-analyze`` command that compares the two arms of these records.
+
+    Arms of different configurations (a calibrated arm's ``config_hash``
+    includes its calibration) are refused together unless
+    ``--allow-mixed-configs`` is given, so the command carries the flag exactly
+    when the records need it.
+    """
+    mixed = len({r.config_hash for r in records}) > 1
+    flag = " --allow-mixed-configs" if mixed else ""
+    return f"qr-analyze {path} --by arm --a {a} --b {b}{flag}"
 
 
 def _shared_steps(records: Sequence[TokenSamplingRecord], a: str, b: str) -> int:

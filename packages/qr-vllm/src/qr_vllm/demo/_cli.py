@@ -12,22 +12,32 @@ PATH`` any model vLLM can load; ``--serve`` starts ``vllm serve`` instead;
 
 vLLM, torch and their C++ extensions and child processes write warnings to
 file descriptor 2; without ``-v`` it goes to a log file in the model cache,
-whose tail is shown when something fails.
+whose tail is shown when something fails. The warnings that matter (an
+unknown ``QR_*`` variable, a fallback) are shown on the console too
+(:mod:`qr_vllm.demo._console`), and on a terminal a progress bar counts the
+tokens (:mod:`qr_vllm.demo._progress`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from qr_vllm.demo._arms import run_arms
+from qr_vllm.demo._console import (
+    DemoError,
+    check_hub_model,
+    check_settings,
+    log_tail,
+    parse_table,
+    show_warnings,
+)
 from qr_vllm.demo._generate import generate
+from qr_vllm.demo._serve import serve
 from qr_vllm.demo._smollm2 import build_smollm2
 from qr_vllm.demo._tiny_model import build_tiny_model, default_cache_dir
 
@@ -51,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         "--model",
         default=_SMOLLM2,
         help="`smollm2` (default: SmolLM2-135M-Instruct, converted on first use), "
-        "`tiny` (the random-weight test model), or a model path / hub name",
+        "`tiny` (the random-weight test model), or a model path / hub name (a hub name "
+        "must be in the Hugging Face cache while HF_HUB_OFFLINE=1, as under hatch)",
     )
     parser.add_argument(
         "--prompt", action="append", default=None, help="prompt (repeatable; default: two)"
@@ -67,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
         "--ignore-eos",
         action="store_true",
         help="generate exactly --max-tokens tokens: the end-of-sequence token does not stop",
+    )
+    parser.add_argument(
+        "--table",
+        type=parse_table,
+        default=None,
+        metavar="all|none|first:N",
+        help="the per-token provenance table: every row (all, the default), none, "
+        "or the first N rows of each prompt",
     )
     parser.add_argument(
         "--source",
@@ -89,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--serve",
         action="store_true",
-        help="run `vllm serve` on 127.0.0.1:8000 with the processor instead of generating",
+        help="run `vllm serve` on 127.0.0.1:8000 with the processor instead of generating; "
+        "prints a curl command to try once the server is ready",
     )
     parser.add_argument("--port", type=int, default=8000, help="port for --serve (8000)")
     parser.add_argument(
@@ -165,35 +185,12 @@ def _quiet(log_path: Path) -> TextIO:
     return real
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _serve(model: str, local: bool, port: int) -> int:
-    vllm_cmd = shutil.which("vllm", path=str(Path(sys.executable).parent)) or shutil.which("vllm")
-    if vllm_cmd is None:
-        print("the `vllm` command is not installed", file=sys.stderr)
-        return 2
-    argv = [vllm_cmd, "serve", model, "--host", "127.0.0.1", "--port", str(port)]
-    if local:
-        argv += ["--enforce-eager", "--max-model-len", "1024"]
-    _say("Starting: " + " ".join(argv))
-    _say(
-        "Then try:\n"
-        f"  curl http://127.0.0.1:{port}/v1/chat/completions \\\n"
-        "    -H 'Content-Type: application/json' \\\n"
-        f'    -d \'{{"model": "{model}", "messages": [{{"role": "user", "content": '
-        '"Tell me about the sea."}], "max_tokens": 48, '
-        '"vllm_xargs": {"qr_top_k": 20, "qr_request_tag": "demo"}}\''
-    )
-    return subprocess.call(argv)
-
-
 def _generate(
-    args: argparse.Namespace, model: str, local: bool, base_xargs: dict[str, object]
+    args: argparse.Namespace,
+    model: str,
+    local: bool,
+    base_xargs: dict[str, object],
+    console: TextIO,
 ) -> int:
     chat = args.model == _SMOLLM2
     return generate(
@@ -204,11 +201,13 @@ def _generate(
         max_tokens=args.max_tokens or (64 if chat else 16),
         ignore_eos=args.ignore_eos,
         xargs=base_xargs,
+        table=args.table,
         say=_say,
+        console=console,
     )
 
 
-def _run_arms(args: argparse.Namespace, model: str, local: bool) -> int:
+def _run_arms(args: argparse.Namespace, model: str, local: bool, console: TextIO) -> int:
     chat = args.model == _SMOLLM2
     engine_args: dict[str, object] = {}
     if local:
@@ -220,6 +219,7 @@ def _run_arms(args: argparse.Namespace, model: str, local: bool) -> int:
         requests_per_arm=4,
         max_tokens=args.max_tokens or 32,
         say=_say,
+        console=console,
     )
 
 
@@ -235,18 +235,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     base_xargs = _xargs(args.xarg)
     log_path = default_cache_dir() / "demo-engine.log"
-    real_stderr = sys.stderr if args.verbose or args.serve else _quiet(log_path)
+    # --serve: the server's own output goes to the log file, not the demo's.
+    quiet = not args.verbose and not args.serve
+    console = _quiet(log_path) if quiet else sys.stderr
+    show_warnings(console, verbose=args.verbose)
     try:
+        if args.model not in (_TINY, _SMOLLM2):
+            check_hub_model(args.model)
         model, local = _resolve_model(args)
         _prepare_env(args, local)
+        check_settings()
         if args.serve:
-            return _serve(model, local, args.port)
+            server_log = None if args.verbose else log_path
+            return serve(
+                model, local=local, port=args.port, log_path=server_log, say=_say, console=console
+            )
         if args.arms:
-            return _run_arms(args, model, local)
-        return _generate(args, model, local, base_xargs)
+            return _run_arms(args, model, local, console)
+        return _generate(args, model, local, base_xargs, console)
+    except DemoError as exc:
+        print(f"error: {exc}", file=console, flush=True)
+        return 2
     except Exception as exc:
-        if real_stderr is not sys.stderr:
-            print(f"error: {type(exc).__name__}: {exc}", file=real_stderr)
-            print(f"last lines of {log_path} (rerun with -v to see all):", file=real_stderr)
-            print(_tail(log_path), file=real_stderr, flush=True)
+        if quiet:
+            print(f"error: {type(exc).__name__}: {exc}", file=console)
+            print(f"last lines of {log_path} (rerun with -v to see all):", file=console)
+            print(log_tail(log_path), file=console, flush=True)
         raise

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import qr_vllm
+from qr_vllm.demo._progress import TokenProgress
 
 if TYPE_CHECKING:
     from vllm import LLM, RequestOutput, SamplingParams
@@ -21,24 +22,38 @@ if TYPE_CHECKING:
     from qr_core.records import TokenSamplingRecord
     from qr_vllm import QRSamplingLogitsProcessor
 
-__all__ = ["generate", "generate_with_records"]
+__all__ = ["generate", "generate_with_records", "say_record_files"]
 
 
 def generate_with_records(
-    llm: LLM, prompts: Sequence[str], params: list[SamplingParams], chat: bool
+    llm: LLM,
+    prompts: Sequence[str],
+    params: list[SamplingParams],
+    chat: bool,
+    progress: TextIO | None = None,
 ) -> tuple[list[RequestOutput], list[QRSamplingLogitsProcessor], list[TokenSamplingRecord], float]:
     """Run the prompts (as chats when ``chat``) and collect the emitted tokens' records.
+
+    Args:
+        llm: The engine.
+        prompts: The prompts.
+        params: One ``SamplingParams`` per prompt.
+        chat: Send the prompts as chat messages.
+        progress: A terminal to draw a progress bar of the tokens on (nothing
+            is drawn on anything that is not a terminal).
 
     Returns:
         The outputs, the live qr processors (the caller closes them), the records
         of every emitted token, and the wall-clock seconds the generation took.
     """
+    planned = sum(p.max_tokens or 0 for p in params)
     started = time.perf_counter()
-    if chat:
-        conversations = [[{"role": "user", "content": p}] for p in prompts]
-        outputs = llm.chat(conversations, params, use_tqdm=False)  # type: ignore[arg-type]
-    else:
-        outputs = llm.generate(list(prompts), params, use_tqdm=False)
+    with TokenProgress(planned, progress):
+        if chat:
+            conversations = [[{"role": "user", "content": p}] for p in prompts]
+            outputs = llm.chat(conversations, params, use_tqdm=False)  # type: ignore[arg-type]
+        else:
+            outputs = llm.generate(list(prompts), params, use_tqdm=False)
     elapsed = time.perf_counter() - started
     processors = qr_vllm.QRSamplingLogitsProcessor.live_instances()
     records = [r for p in processors for r in p.diagnostic_records() if not r.discarded]
@@ -55,6 +70,8 @@ def generate(
     ignore_eos: bool,
     xargs: dict[str, object],
     say: Callable[[str], None],
+    table: int | None = None,
+    console: TextIO | None = None,
 ) -> int:
     """Generate one completion per prompt and print each token's provenance.
 
@@ -67,6 +84,8 @@ def generate(
         ignore_eos: Generate exactly ``max_tokens`` tokens.
         xargs: Per-request ``qr_*`` keys for every request.
         say: Prints a progress line.
+        table: Rows of the provenance table per prompt (``None``: all; 0: none).
+        console: The terminal, for the progress bar and the warnings.
 
     Returns:
         The exit status: 1 when the records do not match the generated tokens.
@@ -98,7 +117,10 @@ def generate(
         )
         for i in range(len(prompts))
     ]
-    outputs, processors, records, elapsed = generate_with_records(llm, prompts, params, chat)
+    say_record_files(say)
+    outputs, processors, records, elapsed = generate_with_records(
+        llm, prompts, params, chat, progress=console
+    )
     decode = llm.get_tokenizer().decode
 
     for i, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
@@ -108,7 +130,7 @@ def generate(
         )
         print(f"\n=== prompt {i}: {prompt!r}")
         print(f"--- text: {completion.text.strip()!r}")
-        _print_table(mine, decode)
+        _print_table(mine, decode, table)
         stop = "end-of-sequence token" if completion.finish_reason == "stop" else "token limit"
         print(f"--- demo-{i}: {_summary(mine)}; ended by the {stop}")
         if [r.token_id for r in mine] != list(completion.token_ids):
@@ -118,6 +140,7 @@ def generate(
     for p in processors:
         p.close()  # flushes the record file
     print(f"\nall: {_summary(records)}; {len(records) / elapsed:.1f} tokens/s")
+    warn_fallbacks(records, console)
     if files:
         where = ", ".join(str(f.resolve()) for f in files)
         print(f"records: {len(records)} appended to {where}")
@@ -127,11 +150,45 @@ def generate(
     return 0
 
 
-def _print_table(records: Sequence[TokenSamplingRecord], decode: object) -> None:
+def say_record_files(say: Callable[[str], None]) -> None:
+    """Say which record file each live processor writes (its own series under the base)."""
+    base = os.environ.get("QR_RECORD_PATH")
+    files = [
+        f
+        for f in (p.record_file() for p in qr_vllm.QRSamplingLogitsProcessor.live_instances())
+        if f
+    ]
+    if base and files:
+        where = ", ".join(str(f.resolve()) for f in files)
+        say(f"records: writing {where} (this engine's series under QR_RECORD_PATH={base})")
+
+
+def warn_fallbacks(records: Sequence[TokenSamplingRecord], console: TextIO | None) -> None:
+    """A console line when tokens came from the fallback source, with the reasons."""
+    fell = [r for r in records if r.fallback]
+    if not fell or console is None:
+        return
+    reasons = ", ".join(sorted({str(r.fallback_reason) for r in fell}))
+    print(
+        f"warning: {len(fell)} of {len(records)} tokens came from the fallback source "
+        f"(fallback_reason {reasons}); they are flagged in their records",
+        file=console,
+        flush=True,
+    )
+
+
+def _print_table(
+    records: Sequence[TokenSamplingRecord], decode: object, rows: int | None = None
+) -> None:
+    if rows == 0:
+        return
     print(
         f"{'#':>3} {'id':>6} {'rank':>4} {'prob':>7} {'u':>9} {'z':>8} {'T':>5} "
         f"{'source':<14} {'seq':>6} {'fb':<3} token"
     )
+    hidden = len(records) - rows if rows is not None and len(records) > rows else 0
+    if hidden:
+        records = records[:rows]
     for r in records:
         seq = "-" if r.sequence_id is None else str(r.sequence_id)
         text = repr(decode([r.token_id]))  # type: ignore[operator]
@@ -140,6 +197,8 @@ def _print_table(records: Sequence[TokenSamplingRecord], decode: object) -> None
             f"{r.u:>9.6f} {r.z_score:>+8.4f} {r.temperature:>5.2f} {r.entropy_source:<14} "
             f"{seq:>6} {'yes' if r.fallback else 'no':<3} {text}"
         )
+    if hidden:
+        print(f"  ... {hidden} more (--table all shows every row)")
 
 
 def _summary(records: Sequence[TokenSamplingRecord]) -> str:

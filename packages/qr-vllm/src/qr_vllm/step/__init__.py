@@ -23,13 +23,16 @@ from qr_vllm.step._interface import (
 )
 from qr_vllm.step._metadata import StepMetadata
 from qr_vllm.step._sampler import StepSampler
+from qr_vllm.step._tally import ArmTally, ObserveStep
 from qr_vllm.step._timings import StepTimings
 
 __all__ = [
     "FAILED",
+    "ArmTally",
     "EmitRecords",
     "Fetch",
     "FetchMany",
+    "ObserveStep",
     "Slot",
     "StepMetadata",
     "StepSampler",

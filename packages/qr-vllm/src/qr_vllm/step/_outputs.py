@@ -18,7 +18,19 @@ import torch
 from qr_entropy import EntropyFetch
 from qr_vllm.step._ops.transfer import INVALID, Readback
 
-__all__ = ["Drawn", "Selected", "StepValues"]
+__all__ = ["ArmShare", "Drawn", "Selected", "StepValues"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmShare:
+    """One arm's fetch in a step and the rows it supplied."""
+
+    arm: str | None
+    """The experiment arm (``None``: the default source)."""
+    fetch: EntropyFetch
+    """Its fetch."""
+    rows: np.ndarray | None
+    """Positions of its rows in the step (int64, ascending); ``None``: every row."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,8 @@ class Drawn:
     """z-score of each row."""
     sample_mean: np.ndarray | None
     """Sample mean of each row's bytes; None in a step that builds no records."""
+    shares: Sequence[ArmShare] = ()
+    """Each arm's fetch and rows, one per arm in the step."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from qr_core import Calibration
 from qr_core.records import TokenSamplingRecord, build_token_records
 from qr_vllm._errors import QRVllmError
+from qr_vllm._preregistration import registered_hash
 from qr_vllm._request_plan import calibrated_hash
 from qr_vllm.step._groups import Group
 from qr_vllm.step._metadata import StepMetadata
@@ -31,6 +32,7 @@ def step_records(
     keep_raw: bool,
     writer_id: str | None = None,
     calibrations: Mapping[str | None, Calibration] | None = None,
+    preregistration_sha256: str | None = None,
 ) -> list[TokenSamplingRecord]:
     """Build one record per row of the step.
 
@@ -42,6 +44,8 @@ def step_records(
         writer_id: The process that writes the records.
         calibrations: The calibration each arm's amplifier standardised against
             (``None``: the default source); an arm absent here is uncalibrated.
+        preregistration_sha256: The pre-registered plan's hash: into every record,
+            and folded into its config hash (``None``: not pre-registered).
     """
     if drawn.sample_mean is None:
         raise QRVllmError("internal: a recorded step was amplified without its byte means")
@@ -52,12 +56,13 @@ def step_records(
         config_hash = [
             calibrated_hash(p.config_hash, c) for p, c in zip(plans, calibration, strict=True)
         ]
-        calibration_sha256: list[str | None] | None = [
-            None if c is None else c.sha256 for c in calibration
-        ]
+        # Each row's calibration: its hash and the figures the analysis needs.
+        figures: list[Calibration | None] | None = calibration
     else:  # no calibrated arm: the sampling settings' hash alone
         config_hash = [p.config_hash for p in plans]
-        calibration_sha256 = None
+        figures = None
+    if preregistration_sha256 is not None:
+        config_hash = [registered_hash(h, preregistration_sha256) for h in config_hash]
     amplifier, strategy, u_transform = _component_names(meta.groups, len(slots))
     return build_token_records(
         drawn,
@@ -78,8 +83,9 @@ def step_records(
         config_hash=config_hash,
         request_tag=[p.request_tag for p in plans],
         arm=[s.arm for s in slots],
-        calibration_sha256=calibration_sha256,
+        calibration=figures,
         writer_id=writer_id,
+        preregistration_sha256=preregistration_sha256,
     )
 
 

@@ -67,6 +67,7 @@ from qr_vllm.step._ops.host import host_temperatures, host_values, select_on_hos
 from qr_vllm.step._ops.transfer import HostBuffers, Readback, upload_rows
 from qr_vllm.step._outputs import Selected
 from qr_vllm.step._records import step_records
+from qr_vllm.step._tally import ObserveStep, tally
 from qr_vllm.step._timings import StageClock, StepTimings
 
 __all__ = ["StepSampler"]
@@ -87,6 +88,8 @@ class StepSampler:
         writer_id: str | None = None,
         calibrations: Mapping[str | None, Calibration] | None = None,
         engine: Engine = "auto",
+        preregistration_sha256: str | None = None,
+        observe: ObserveStep | None = None,
     ) -> None:
         """Create a sampler.
 
@@ -111,6 +114,12 @@ class StepSampler:
                 for any other device. ``"device"``: the device path also for
                 CPU tensors (the GPU path, run and counted without a GPU).
                 ``"host"``: the host path (CPU logits only).
+            preregistration_sha256: The pre-registered plan's hash
+                (``QR_PREREGISTRATION_PATH``), written into every record and folded
+                into its config hash; ``None``: not pre-registered.
+            observe: Receives each step's :class:`~qr_vllm.step.ArmTally` per arm
+                (tokens, z sum, fetch), after the tokens are forced; ``None``: nobody
+                counts, and the step computes no tallies.
 
         Raises:
             QRVllmError: ``engine`` is none of the three.
@@ -125,6 +134,8 @@ class StepSampler:
         self._broadcast = broadcast
         self._writer_id = writer_id
         self._calibrations: dict[str | None, Calibration] = dict(calibrations or {})
+        self._preregistration = preregistration_sha256
+        self._observe = observe
         self._engine = engine
         self._host_engine: Engine = "host" if engine == "host" else "auto"
         self._grouper = RowGrouper(self._calibrations)
@@ -208,6 +219,7 @@ class StepSampler:
                 keep_raw=self._raw,
                 writer_id=self._writer_id,
                 calibrations=self._calibrations,
+                preregistration_sha256=self._preregistration,
             )
             for slot in slots:
                 slot.sampled += 1
@@ -216,6 +228,8 @@ class StepSampler:
             self._pending = step.readback  # checked at the next step at the latest
             for slot in slots:
                 slot.sampled += 1
+        if self._observe is not None:
+            self._observe(tally(step.drawn))
         t6 = time.perf_counter()
         clock.record_s += t6 - t5
         clock.total_s += t6 - t0

@@ -25,7 +25,7 @@ from qr_vllm.step._interface import Fetch, FetchMany, Slot
 from qr_vllm.step._metadata import StepMetadata
 from qr_vllm.step._ops.amplify import amplify
 from qr_vllm.step._ops.transfer import wait_for_logits
-from qr_vllm.step._outputs import Drawn
+from qr_vllm.step._outputs import ArmShare, Drawn
 from qr_vllm.step._timings import StageClock
 
 __all__ = ["byte_positions", "draw", "fetch_entropy"]
@@ -51,12 +51,12 @@ def draw(
     if wait_for is not None:
         wait_for_logits(wait_for)
     logits_ready_ns = time.time_ns()
-    raw, fetched = fetch_entropy(meta.slots, meta.offsets, fetch, fetch_many)
+    raw, fetched, shares = fetch_entropy(meta.slots, meta.offsets, fetch, fetch_many)
     t2 = time.perf_counter()
     clock.fetch_s += t2 - t1
     u, z, mean = amplify(raw, meta)
     clock.amplify_s += time.perf_counter() - t2
-    return Drawn(fetched, raw, logits_ready_ns, u, z, mean)
+    return Drawn(fetched, raw, logits_ready_ns, u, z, mean, shares)
 
 
 def fetch_entropy(
@@ -64,7 +64,7 @@ def fetch_entropy(
     offsets: np.ndarray,
     fetch: Fetch,
     fetch_many: FetchMany | None,
-) -> tuple[np.ndarray, Sequence[EntropyFetch]]:
+) -> tuple[np.ndarray, Sequence[EntropyFetch], tuple[ArmShare, ...]]:
     """Fetch the bytes of one step's rows, one fetch per arm in use.
 
     Args:
@@ -75,7 +75,8 @@ def fetch_entropy(
         fetch_many: Concurrent fetches for several arms.
 
     Returns:
-        The step's bytes in row layout, and the fetch that supplied each row.
+        The step's bytes in row layout, the fetch that supplied each row, and each
+        arm's fetch with its rows.
 
     Raises:
         QRVllmError: A row names an arm but there is no ``fetch_many``.
@@ -85,7 +86,8 @@ def fetch_entropy(
     if all(s.arm == arm for s in slots):
         total = int(offsets[-1])
         fetched = fetch(total) if arm is None else _many(fetch_many, {arm: total})[arm]
-        return np.frombuffer(fetched.data, dtype=np.uint8), [fetched] * n
+        share = (ArmShare(arm, fetched, None),)
+        return np.frombuffer(fetched.data, dtype=np.uint8), [fetched] * n, share
     rows_of: dict[str | None, list[int]] = {}
     for i, s in enumerate(slots):
         rows_of.setdefault(s.arm, []).append(i)
@@ -95,7 +97,8 @@ def fetch_entropy(
     raw = np.empty(int(offsets[-1]), dtype=np.uint8)
     for a, p in positions.items():
         raw[byte_positions(offsets, p)] = np.frombuffer(fetches[a].data, dtype=np.uint8)
-    return raw, [fetches[s.arm] for s in slots]
+    shares = tuple(ArmShare(a, fetches[a], p) for a, p in positions.items())
+    return raw, [fetches[s.arm] for s in slots], shares
 
 
 def byte_positions(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -1,0 +1,207 @@
+"""A vLLM driver run inside the Ray tests' loopback-only namespace.
+
+The test process cannot reach the namespace's network, so everything that
+talks to the engine runs here, and this script prints one line
+``qr-ray-result: {json}`` for the test to read:
+
+* ``generate``: ``LLM(...)`` over Ray (tensor parallel), one ``generate`` call;
+* ``serve``: ``vllm serve ...`` (the command after ``--``), then concurrent
+  ``/v1/completions`` requests.
+
+Both report the listening TCP sockets of the namespace while the engine is up,
+the token ids per request tag, the first error and how long each phase took
+(figures to print, not to assert).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "vllm"))  # serve_helpers, shared with the engine tests
+
+RESULT_PREFIX = "qr-ray-result: "
+
+
+def _listeners() -> list[str]:
+    done = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True)
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def _addresses() -> list[str]:
+    """Every address of every interface here (``ip -o addr``: ``lo`` only, if confined)."""
+    done = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True)
+    return [line.split()[3] for line in done.stdout.splitlines() if len(line.split()) > 3]
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _await_records(path: str | None, tokens: dict[str, list[int]], result: dict[str, Any]) -> None:
+    """Wait until every returned token's record is on disk, before the engine stops.
+
+    Records reach the file from a writer thread, within a flush interval; on
+    Ray the workers are killed at shutdown, so waiting after it could be too late.
+    """
+    if not path:
+        return
+    from serve_helpers import records_for
+
+    t0 = time.monotonic()
+    try:
+        for tag, ids in tokens.items():
+            records_for(Path(path), tag, len(ids))
+    except AssertionError as exc:
+        result["records_error"] = str(exc)
+    result["records_wait_s"] = time.monotonic() - t0
+
+
+def generate(args: argparse.Namespace) -> dict[str, Any]:
+    """``LLM(...)`` with the Ray executor, then one batch of requests."""
+    result: dict[str, Any] = {"tokens": {}, "start_error": None, "request_error": None}
+    t0 = time.monotonic()
+    from vllm import LLM, SamplingParams
+
+    result["import_s"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    try:
+        llm = LLM(
+            model=args.model,
+            tensor_parallel_size=args.tp,
+            distributed_executor_backend=args.backend,
+            enforce_eager=True,
+            max_model_len=args.max_model_len,
+            max_num_seqs=8,
+            seed=0,
+        )
+    except Exception as exc:
+        result["start_error"] = _error(exc)
+        result["start_traceback"] = traceback.format_exc()[-4000:]
+        result["start_s"] = time.monotonic() - t1
+        return result
+    result["start_s"] = time.monotonic() - t1
+    result["listeners"] = _listeners()
+    result["addresses"] = _addresses()
+    requests: list[dict[str, Any]] = json.loads(args.requests)
+    params = [
+        SamplingParams(
+            max_tokens=args.max_tokens,
+            ignore_eos=True,
+            extra_args={"qr_request_tag": r["tag"], **r.get("extra", {})},
+        )
+        for r in requests
+    ]
+    t2 = time.monotonic()
+    try:
+        outputs = llm.generate([r["prompt"] for r in requests], params, use_tqdm=False)
+        result["tokens"] = {
+            r["tag"]: list(o.outputs[0].token_ids) for r, o in zip(requests, outputs, strict=True)
+        }
+    except Exception as exc:
+        result["request_error"] = _error(exc)
+    result["run_s"] = time.monotonic() - t2
+    if args.await_records:
+        _await_records(os.environ.get("QR_RECORD_PATH"), result["tokens"], result)
+    t3 = time.monotonic()
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception as exc:  # a dead engine may fail to shut down cleanly
+        result["shutdown_error"] = _error(exc)
+    result["stop_s"] = time.monotonic() - t3
+    return result
+
+
+def serve(args: argparse.Namespace) -> dict[str, Any]:
+    """``vllm serve`` (data parallel over Ray), then concurrent completions."""
+    from serve_helpers import complete, start_server, stop_group
+
+    result: dict[str, Any] = {"tokens": {}, "start_error": None, "request_error": None}
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="qr-ray-serve"))
+    t0 = time.monotonic()
+    try:
+        server = start_server(args.command, dict(os.environ), workdir, "serve")
+    except AssertionError as exc:
+        result["start_error"] = str(exc)[-4000:]
+        result["start_s"] = time.monotonic() - t0
+        return result
+    result["start_s"] = time.monotonic() - t0
+    result["log"] = str(server.log)
+    try:
+        result["listeners"] = _listeners()
+        result["addresses"] = _addresses()
+        tokens: dict[str, list[int]] = {}
+        errors: list[str] = []
+
+        def ask(tag: str) -> None:
+            try:
+                tokens[tag] = complete(server, tag, f"Tell {tag} a story", args.max_tokens)
+            except Exception as exc:
+                errors.append(_error(exc))
+
+        t1 = time.monotonic()
+        threads = [
+            threading.Thread(target=ask, args=(f"{args.tag_prefix}{i}",))
+            for i in range(args.requests)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        result["run_s"] = time.monotonic() - t1
+        result["tokens"] = tokens
+        result["request_error"] = errors[0] if errors else None
+        if args.await_records:
+            _await_records(os.environ.get("QR_RECORD_PATH"), tokens, result)
+    finally:
+        t2 = time.monotonic()
+        stop_group(server.proc)
+        result["stop_s"] = time.monotonic() - t2
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    gen = sub.add_parser("generate")
+    gen.add_argument("--model", required=True)
+    gen.add_argument("--tp", type=int, default=2)
+    gen.add_argument("--backend", default="ray", help="distributed_executor_backend")
+    gen.add_argument("--max-model-len", type=int, default=128)
+    gen.add_argument("--max-tokens", type=int, default=8)
+    gen.add_argument("--requests", required=True, help="JSON list of {tag, prompt, extra}")
+    srv = sub.add_parser("serve")
+    srv.add_argument("--requests", type=int, default=8)
+    srv.add_argument("--max-tokens", type=int, default=16)
+    srv.add_argument("--tag-prefix", default="dp-")
+    srv.add_argument("--workdir", default=None)
+    srv.add_argument("command", nargs=argparse.REMAINDER)
+    for scenario in (gen, srv):
+        scenario.add_argument(
+            "--await-records",
+            action="store_true",
+            help="before stopping the engine, wait for the records of every returned token",
+        )
+    args = parser.parse_args()
+    if args.scenario == "serve":
+        if args.command[:1] == ["--"]:
+            args.command = args.command[1:]
+        result = serve(args)
+    else:
+        result = generate(args)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
