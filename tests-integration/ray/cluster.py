@@ -88,14 +88,18 @@ class RayCluster:
         return clean_environment({"RAY_ADDRESS": self.address, **(extra or {})})
 
     def run_driver(
-        self, args: Sequence[str], extra_env: Mapping[str, str] | None = None
+        self,
+        args: Sequence[str],
+        extra_env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> DriverRun:
-        """Run ``runner.py args`` inside the namespace; parse its result line."""
+        """Run ``runner.py args`` inside the namespace (from ``cwd``); parse its result line."""
         t0 = time.monotonic()
         done = self.namespace.run(
             ["nice", sys.executable, str(RUNNER), *args],
             env=self.driver_env(extra_env),
             timeout=DRIVER_TIMEOUT_S,
+            cwd=cwd,
         )
         wall = time.monotonic() - t0
         output = done.stdout + done.stderr
@@ -147,7 +151,9 @@ def start_cluster(namespace: LoopbackNamespace) -> RayCluster:
         f"--temp-dir={temp_dir}",
     ]
     t0 = time.monotonic()
-    done = namespace.run(argv, env=env, timeout=180)
+    # Ray's processes (and the workers they start) run in the cluster's own
+    # directory, never in a driver's: a relative QR_RECORD_PATH would differ.
+    done = namespace.run(argv, env=env, timeout=180, cwd=temp_dir)
     start_s = time.monotonic() - t0
     cluster = RayCluster(namespace, temp_dir, start_s)
     if done.returncode != 0:

@@ -133,19 +133,24 @@ class LoopbackNamespace:
         (child,) = children
         return int(child)
 
-    def enter(self, argv: Sequence[str]) -> list[str]:
-        """``argv`` run inside both namespaces, from the caller's working directory."""
+    def enter(self, argv: Sequence[str], cwd: str | os.PathLike[str] | None = None) -> list[str]:
+        """``argv`` run inside both namespaces, from ``cwd`` (default: the caller's)."""
         where = ["--net", "--pid", "--mount"]
         if self._user_ns:
             where = ["--user", "--preserve-credentials", *where]
-        return [self._nsenter, f"--target={self.anchor_pid}", *where, f"--wd={os.getcwd()}", *argv]
+        wd = os.fspath(cwd) if cwd is not None else os.getcwd()
+        return [self._nsenter, f"--target={self.anchor_pid}", *where, f"--wd={wd}", *argv]
 
     def run(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` inside and wait for it."""
+        """Run ``argv`` inside (from ``cwd``, default the caller's) and wait for it."""
         return subprocess.run(
-            self.enter(argv),
+            self.enter(argv, cwd),
             env=dict(env) if env is not None else None,
             capture_output=True,
             text=True,

@@ -5,6 +5,9 @@ talks to the engine runs here, and this script prints one line
 ``qr-ray-result: {json}`` for the test to read:
 
 * ``generate``: ``LLM(...)`` over Ray (tensor parallel), one ``generate`` call;
+  with ``--watch-ranks``, also the tokens each rank's processor forced, step
+  by step (a callable sent with ``collective_rpc``: the driver needs
+  ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``);
 * ``serve``: ``vllm serve ...`` (the command after ``--``), then concurrent
   ``/v1/completions`` requests.
 
@@ -48,23 +51,35 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _await_records(path: str | None, tokens: dict[str, list[int]], result: dict[str, Any]) -> None:
-    """Wait until every returned token's record is on disk, before the engine stops.
+def _watch_forced(worker: object) -> int:
+    """In each worker: note the token each qr processor forces, one list per step.
 
-    Records reach the file from a writer thread, within a flush interval; on
-    Ray the workers are killed at shutdown, so waiting after it could be too late.
+    The processor forces a token by leaving only its logit finite, so the
+    argmax of each row it returns is that token.
     """
-    if not path:
-        return
-    from serve_helpers import records_for
+    from qr_vllm import QRSamplingLogitsProcessor
 
-    t0 = time.monotonic()
-    try:
-        for tag, ids in tokens.items():
-            records_for(Path(path), tag, len(ids))
-    except AssertionError as exc:
-        result["records_error"] = str(exc)
-    result["records_wait_s"] = time.monotonic() - t0
+    processors = QRSamplingLogitsProcessor.live_instances()
+    for processor in processors:
+        forced: list[list[int]] = []
+
+        def watched(
+            logits: Any, *rest: Any, _apply: Any = processor.apply, _forced: Any = forced
+        ) -> Any:
+            out = _apply(logits, *rest)
+            _forced.append(out.argmax(dim=-1).tolist())
+            return out
+
+        watched.forced = forced  # type: ignore[attr-defined]
+        processor.apply = watched  # type: ignore[method-assign]
+    return len(processors)
+
+
+def _forced_tokens(worker: object) -> list[list[list[int]]]:
+    """In each worker: what :func:`_watch_forced` noted, per processor."""
+    from qr_vllm import QRSamplingLogitsProcessor
+
+    return [getattr(p.apply, "forced", []) for p in QRSamplingLogitsProcessor.live_instances()]
 
 
 def generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,6 +108,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     result["start_s"] = time.monotonic() - t1
     result["listeners"] = _listeners()
     result["addresses"] = _addresses()
+    if args.watch_ranks:
+        result["watched"] = llm.collective_rpc(_watch_forced)
     requests: list[dict[str, Any]] = json.loads(args.requests)
     params = [
         SamplingParams(
@@ -111,8 +128,8 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
     except Exception as exc:
         result["request_error"] = _error(exc)
     result["run_s"] = time.monotonic() - t2
-    if args.await_records:
-        _await_records(os.environ.get("QR_RECORD_PATH"), result["tokens"], result)
+    if args.watch_ranks:
+        result["forced_by_rank"] = llm.collective_rpc(_forced_tokens)
     t3 = time.monotonic()
     try:
         llm.llm_engine.engine_core.shutdown()
@@ -161,8 +178,6 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         result["run_s"] = time.monotonic() - t1
         result["tokens"] = tokens
         result["request_error"] = errors[0] if errors else None
-        if args.await_records:
-            _await_records(os.environ.get("QR_RECORD_PATH"), tokens, result)
     finally:
         t2 = time.monotonic()
         stop_group(server.proc)
@@ -180,18 +195,15 @@ def main() -> int:
     gen.add_argument("--max-model-len", type=int, default=128)
     gen.add_argument("--max-tokens", type=int, default=8)
     gen.add_argument("--requests", required=True, help="JSON list of {tag, prompt, extra}")
+    gen.add_argument(
+        "--watch-ranks", action="store_true", help="report the tokens each rank forced"
+    )
     srv = sub.add_parser("serve")
     srv.add_argument("--requests", type=int, default=8)
     srv.add_argument("--max-tokens", type=int, default=16)
     srv.add_argument("--tag-prefix", default="dp-")
     srv.add_argument("--workdir", default=None)
     srv.add_argument("command", nargs=argparse.REMAINDER)
-    for scenario in (gen, srv):
-        scenario.add_argument(
-            "--await-records",
-            action="store_true",
-            help="before stopping the engine, wait for the records of every returned token",
-        )
     args = parser.parse_args()
     if args.scenario == "serve":
         if args.command[:1] == ["--"]:

@@ -7,11 +7,14 @@ platform plugin in cpu_platform/ gives it one, for these tests only.
 
 * Tensor parallelism (2 ranks, vLLM's default Ray executor) and data
   parallelism (``vllm serve --data-parallel-backend ray``, 2 engines): every
-  returned token has exactly one record.
+  returned token has exactly one record, and both tensor-parallel ranks force
+  the same tokens, step by step.
+  The records are checked right after the engine has stopped, with no wait:
+  Ray kills its actors, so only qr-vllm's close at vLLM's engine shutdown
+  (qr_vllm._shutdown) gets the last records out and seals the files.
 * The ``QR_*`` settings must be the same in every process that builds the
-  processor. Where they are not, the engine must refuse to start and say how
-  to carry them; no request may kill it. Those tests describe qr-vllm once
-  issue 29 is fixed and are strict ``xfail`` until then.
+  processor. Where they are not, the engine refuses to start and says how to
+  carry them (qr_vllm._stamp); no request can kill it.
 
 Each run prints its phases' durations (cluster, engine start, requests).
 """
@@ -24,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from qr_core.records import RecordError, read_records, writer_files
+from qr_core.records import RecordError, read_records, verify_chain, writer_files
 
 from ..vllm.serve_helpers import assert_each_token_once  # noqa: TID252 - shared helper
 from .cluster import DriverRun, RayCluster
@@ -39,7 +42,9 @@ OLDER_EXECUTOR = {"VLLM_USE_RAY_V2_EXECUTOR_BACKEND": "0"}
 # The engine core in the driver process: one process less to start (the
 # workers are Ray actors either way).
 IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-PENDING_FIX = "issue 29: qr-vllm does not yet compare the QR_* settings of its processes"
+MISMATCH = "ConfigurationMismatchError"
+# The runner sends a function to the workers (collective_rpc) to see what each rank forced.
+WATCH = {"VLLM_ALLOW_INSECURE_SERIALIZATION": "1"}
 
 
 def _requests(n: int, **extra: Any) -> str:
@@ -54,10 +59,13 @@ def _generate(
     tp: int,
     requests: str,
     env: dict[str, str],
+    cwd: Path | None = None,
     *extra: str,
 ) -> DriverRun:
     run = cluster.run_driver(
-        ["generate", "--model", str(model), "--tp", str(tp), "--requests", requests, *extra], env
+        ["generate", "--model", str(model), "--tp", str(tp), "--requests", requests, *extra],
+        env,
+        cwd,
     )
     _report(run)
     return run
@@ -92,7 +100,14 @@ def _assert_started(run: DriverRun) -> None:
     assert run.result, run.tail()
     assert run.result["start_error"] is None, run.result.get("start_traceback") or run.tail()
     assert run.result["request_error"] is None, run.tail()
-    assert run.result.get("records_error") is None, run.result["records_error"]
+
+
+def _assert_sealed(path: Path, writers: int) -> None:
+    """Every writer's series ends with its seal: its processor was closed, on Ray too."""
+    report = verify_chain(path)
+    assert len(report.series) == writers, report.series
+    assert all(s.sealed for s in report.series), report.findings
+    assert not report.findings, report.findings
 
 
 def _records(path: Path) -> list[Any]:
@@ -124,10 +139,13 @@ def test_the_cluster_is_confined_to_loopback(ray_cluster: RayCluster) -> None:
 def test_tensor_parallel_over_ray_records_each_token_once(
     ray_cluster: RayCluster, tiny_model: Path, tmp_path: Path
 ) -> None:
+    # Relative, as a user may give it: the Ray workers run in another directory
+    # (the cluster's), and resolve it against the driver's (qr_vllm._fingerprint).
     path = tmp_path / "records.jsonl"
-    env = {"QR_RECORD_PATH": str(path), "QR_LOG_LEVEL": "none"}
-    run = _generate(ray_cluster, tiny_model, 2, _requests(2), env, "--await-records")
+    env = {"QR_RECORD_PATH": "records.jsonl", "QR_LOG_LEVEL": "none", **WATCH}
+    run = _generate(ray_cluster, tiny_model, 2, _requests(2), env, tmp_path, "--watch-ranks")
     _assert_started(run)
+    assert "is relative and this process runs in" in run.output
     _assert_loopback_only(run)
     returned: dict[str, list[int]] = run.result["tokens"]
     assert sorted(returned) == ["r0", "r1"]
@@ -135,6 +153,13 @@ def test_tensor_parallel_over_ray_records_each_token_once(
     records = _records(path)
     assert_each_token_once(returned, records)
     assert len(records) == 16
+    # Both ranks forced the same tokens, step by step: those returned.
+    assert run.result["watched"] == [1, 1], "one processor on each rank"
+    (first,), (second,) = run.result["forced_by_rank"]
+    assert first == second
+    assert sorted(t for step in first for t in step) == sorted(
+        t for ids in returned.values() for t in ids
+    )
     # One writer: the first rank fetches, selects and writes; the other only
     # forces the ids it receives, so both ranks force the same tokens.
     assert len(writer_files(path)) == 1
@@ -145,6 +170,7 @@ def test_tensor_parallel_over_ray_records_each_token_once(
         by_fetch.setdefault(r.entropy_requested_ns, []).append(r.request_tag)
     assert all(len(set(tags)) == len(tags) for tags in by_fetch.values())
     assert len(by_fetch) < len(records)
+    _assert_sealed(path, 1)
 
 
 def test_data_parallel_serve_over_ray_records_each_returned_token(
@@ -168,7 +194,6 @@ def test_data_parallel_serve_over_ray_records_each_returned_token(
             "16",
             "--workdir",
             str(tmp_path),
-            "--await-records",
             "--",
             *command,
         ],
@@ -186,12 +211,12 @@ def test_data_parallel_serve_over_ray_records_each_returned_token(
     # One series per engine.
     assert len({r.writer_id for r in records}) == 2
     assert len(writer_files(path)) == 2
+    _assert_sealed(path, 2)
 
 
 # ------------------------------------------------------- one configuration everywhere
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PENDING_FIX)
 def test_settings_missing_in_the_workers_refuse_the_start(
     ray_cluster: RayCluster, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -200,15 +225,16 @@ def test_settings_missing_in_the_workers_refuse_the_start(
     env = {"QR_RECORD_PATH": str(path), "QR_LOG_LEVEL": "none", **OLDER_EXECUTOR, **IN_PROCESS}
     run = _generate(ray_cluster, tiny_model, 1, _requests(2), env)
     assert run.result, run.tail()
-    # Today the engine starts, samples on the defaults and writes no record.
+    # Without the check the engine started, sampled on the defaults and wrote no record.
     assert run.result["start_error"] is not None, f"started; {len(_records(path))} records"
-    # The refusal names the missing setting and the fix (in the worker's log or the error).
-    assert "QR_RECORD_PATH" in run.output
+    # The refusal names the missing settings and the fix (in the worker's log).
+    assert MISMATCH in run.output, run.tail()
+    assert f"QR_RECORD_PATH (front end '{path}', here '')" in run.output
+    assert "QR_LOG_LEVEL (front end 'none', here 'summary')" in run.output
     assert "VLLM_RAY_EXTRA_ENV_VAR_PREFIXES_TO_COPY=QR_" in run.output
     assert not _records(path)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=PENDING_FIX)
 def test_an_arm_known_only_to_the_front_end_refuses_the_start(
     ray_cluster: RayCluster, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -225,8 +251,11 @@ def test_an_arm_known_only_to_the_front_end_refuses_the_start(
     }
     run = _generate(ray_cluster, tiny_model, 1, _requests(2, qr_entropy_source="sham"), env)
     assert run.result, run.tail()
-    # Today the engine starts and the first request naming the arm kills it:
-    # the worker raises QRParamsError ("... but none is configured").
+    # Without the check the engine started and the first request naming the arm
+    # killed it (the worker raised QRParamsError: "... but none is configured").
     assert run.result["request_error"] is None, run.result["request_error"]
     assert run.result["start_error"] is not None
-    assert "QR_SOURCES" in run.output
+    assert MISMATCH in run.output, run.tail()
+    assert "QR_SOURCES (front end ['sham'], here [])" in run.output
+    assert "QR_RECORD_PATH (front end" not in run.output, "that one was carried"
+    assert not _records(path)

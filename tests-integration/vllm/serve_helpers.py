@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from qr_core.records import RecordError, TokenSamplingRecord, read_records
 
 STARTUP_TIMEOUT_S = 600.0  # liveness bound on two shared cores, not a timing
@@ -99,13 +101,17 @@ def stop(proc: subprocess.Popen[Any], sig: int) -> None:
             proc.wait()
 
 
-def start_entropy_server(sock: Path, log: Path) -> subprocess.Popen[str]:
+def start_entropy_server(
+    sock: Path, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start ``qr-entropy-server`` on a unix socket and wait for its ready line.
 
-    The rest of its output goes to ``log``.
+    ``extra`` are more flags, ``env`` variables added to the environment (an API key
+    as ``QR_SERVER_API_KEY``). The rest of its output goes to ``log``.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qr_entropy_server", "--address", f"unix://{sock}"],
+        [sys.executable, "-m", "qr_entropy_server", "--address", f"unix://{sock}", *extra],
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -128,6 +134,26 @@ def start_entropy_server(sock: Path, log: Path) -> subprocess.Popen[str]:
 
     threading.Thread(target=drain, daemon=True).start()
     return proc
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    """The engine's metrics endpoint (``QR_METRICS_PORT``), parsed by prometheus-client's
+    text parser: each sample's value by its name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when absent (a counter nothing has counted yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def post(url: str, body: dict[str, object], timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, Any]:

@@ -7,9 +7,13 @@ from its ``QR_RECORD_PATH``. The ``qrng`` arm is calibrated: before vLLM starts,
 the real ``qr-entropy calibrate --arm qrng`` measures the entropy server (60
 blocks of the default 20,480 bytes; only the plumbing is under test here, not
 the calibration's precision), and the arm's ``calibration_path`` points at the
-file; ``control`` has none. The last test kills the entropy server. The first
-runs the two-arm demo (``python -m qr_vllm.demo --arms``) in-process on the
-tiny model, before the server starts.
+file; ``control`` has none. The qrng server requires an API key, which the arm
+sends. A third arm, ``slow``, reads a device throttled to 50 kB/s (the entropy
+budget). The engine serves its metrics (``QR_METRICS_PORT``); the tests scrape
+them and parse them with prometheus-client's text parser. The kill test kills
+the qrng server; the last test restarts it with another key (reason
+``configuration``). The first runs the two-arm demo (``python -m qr_vllm.demo
+--arms``) in-process on the tiny model, before the server starts.
 """
 
 from __future__ import annotations
@@ -35,13 +39,17 @@ import pytest
 from qr_core import Calibration, load_calibration
 from qr_core.analysis.cli import EXIT_CONFIG, EXIT_OK
 from qr_core.analysis.cli import main as qr_analyze
-from qr_core.records import TokenSamplingRecord
+from qr_core.records import TokenSamplingRecord, read_records
+from qr_entropy import CONFIGURATION_REASON
 from qr_vllm import calibrated_hash
 
 from .serve_helpers import (
     Server,
+    free_port,
+    metric,
     post,
     records_for,
+    scrape,
     start_entropy_server,
     start_server,
     stop,
@@ -52,6 +60,12 @@ pytestmark = pytest.mark.slow
 
 JustInTime = Callable[[Iterable[TokenSamplingRecord]], None]
 
+KEY = "qrng-key-one"
+"""The API key the ``qrng`` arm's server requires (and the arm sends)."""
+SLOW_RATE = 50_000
+"""Bytes per second of the ``slow`` arm's device (the throttled test backend)."""
+THROTTLED = Path(__file__).resolve().parents[2] / "packages" / "qr-entropy-server" / "tests"
+
 
 @dataclass
 class ArmServers:
@@ -61,6 +75,15 @@ class ArmServers:
     entropy: subprocess.Popen[str]
     calibration: Calibration
     """The ``qrng`` arm's calibration."""
+    metrics_port: int
+    """The engine's ``QR_METRICS_PORT`` (one rank)."""
+    log: Path
+    """The ``vllm serve`` output."""
+    sock: Path
+    """The ``qrng`` arm's unix socket."""
+    workdir: Path
+    started: list[subprocess.Popen[str]]
+    """Entropy servers a test started; stopped with the module."""
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +96,35 @@ def arms(
     # Unix socket paths are limited to about 100 bytes: keep it short.
     sock_dir = Path(tempfile.mkdtemp(prefix="qra"))
     sock = sock_dir / "e.sock"
-    entropy = start_entropy_server(sock, workdir / "entropy.log")
+    entropy = start_entropy_server(sock, workdir / "entropy.log", env={"QR_SERVER_API_KEY": KEY})
+    # The `slow` arm's device makes SLOW_RATE bytes per second (the budget test).
+    slow_sock = sock_dir / "s.sock"
+    path = os.pathsep.join(p for p in (str(THROTTLED), os.environ.get("PYTHONPATH")) if p)
+    slow = start_entropy_server(
+        slow_sock,
+        workdir / "slow.log",
+        "--backend",
+        "throttled_backend:ThrottledBackend",
+        env={"PYTHONPATH": path, "QR_TEST_RATE": str(SLOW_RATE)},
+    )
     records = workdir / "records.jsonl"
-    sources = {
+    sources: dict[str, dict[str, object]] = {
         "qrng": {
             "entropy_source_type": "quantum_grpc",
             "grpc_server_address": f"unix://{sock}",
             "grpc_mode": "bidi_streaming",
+            "grpc_api_key": KEY,
+            # Half-open retries every second once the server is gone (the restart test).
+            "cb_recovery_window_s": 1.0,
         },
         "control": {"entropy_source_type": "system"},
+        "slow": {
+            "entropy_source_type": "quantum_grpc",
+            "grpc_server_address": f"unix://{slow_sock}",
+            "grpc_mode": "bidi_streaming",
+        },
     }
+    metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("QR_")}
     calibration = _calibrate_arm(
         {**env, "QR_ENTROPY_SOURCE_TYPE": "system", "QR_SOURCES": json.dumps(sources)},
@@ -98,18 +140,32 @@ def arms(
             "QR_RECORD_PATH": str(records),
             "QR_RECORD_FLUSH_INTERVAL_S": "0.05",
             "QR_LOG_LEVEL": "none",
+            "QR_METRICS_PORT": str(metrics_port),
         }
     )
     server: Server | None = None
+    started: list[subprocess.Popen[str]] = []
     try:
         server = start_server(
             serve_command("--max-model-len", "512", "--seed", "0"), env, workdir, "vllm"
         )
-        yield ArmServers(server.base_url, str(tiny_model), records, entropy, calibration)
+        yield ArmServers(
+            server.base_url,
+            str(tiny_model),
+            records,
+            entropy,
+            calibration,
+            metrics_port,
+            server.log,
+            sock,
+            workdir,
+            started,
+        )
     finally:
         if server is not None:
             stop_group(server.proc)
-        stop(entropy, signal.SIGTERM)
+        for proc in (entropy, slow, *started):
+            stop(proc, signal.SIGTERM)
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
@@ -272,6 +328,50 @@ def test_a_mixed_batch_records_each_arms_tokens_with_its_own_entropy(
         assert len({r.entropy_requested_ns for r in control}) == 1
 
 
+def test_a_scrape_counts_each_arms_tokens_as_returned(arms: ArmServers) -> None:
+    before = scrape(arms.metrics_port)
+    plan = {f"metrics-{arm}-{i}": arm for arm in ("qrng", "control") for i in range(2)}
+    tokens = _concurrently(
+        {
+            tag: (lambda tag=tag, arm=arm: _completion(arms, tag, arm, 16))
+            for tag, arm in plan.items()
+        }
+    )
+    records = {tag: records_for(arms.records, tag, len(tokens[tag])) for tag in plan}
+    after = scrape(arms.metrics_port)
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    source = {"qrng": "quantum_grpc", "control": "system"}
+    for arm in ("qrng", "control"):
+        tags = [t for t, a in plan.items() if a == arm]
+        returned = sum(len(tokens[t]) for t in tags)
+        assert delta("qr_tokens_sampled_total", arm=arm, source=source[arm]) == returned
+        z = sum(r.z_score for t in tags for r in records[t])
+        assert math.isclose(delta("qr_z_sum", arm=arm), z, rel_tol=1e-9, abs_tol=1e-9)
+        assert delta("qr_fallback_tokens_total", arm=arm, reason="unavailable") == 0
+        assert delta("qr_entropy_fetch_seconds_count", arm=arm) >= 1
+        assert metric(after, "qr_breaker_open", arm=arm) == 0
+        assert metric(after, "qr_entropy_demand_bytes_per_second", arm=arm) > 0
+    assert delta("qr_records_written_total") == sum(len(t) for t in tokens.values())
+    assert metric(after, "qr_records_failed_total") == 0
+    # The server reports its device's rate; the operating system has none.
+    assert metric(after, "qr_entropy_device_bytes_per_second", arm="qrng") > 0
+    assert ("qr_entropy_device_bytes_per_second", frozenset({("arm", "control")})) not in after
+    # Issue 23: each qrng record says when the server's fresh read began, after the
+    # engine asked (one host, one clock); a local source says nothing.
+    for tag, arm in plan.items():
+        for r in records[tag]:
+            if arm == "control":
+                assert r.entropy_read_started_ns is None
+                continue
+            assert r.entropy_read_started_ns is not None, r
+            assert r.entropy_generated_ns is not None, r
+            assert r.entropy_requested_ns <= r.entropy_read_started_ns, r
+            assert r.entropy_read_started_ns <= r.entropy_generated_ns <= r.entropy_received_ns
+
+
 def test_an_unknown_arm_gets_400_listing_the_configured_arms(arms: ArmServers) -> None:
     url = f"{arms.base_url}/v1/completions"
     status, body = post(
@@ -304,6 +404,30 @@ def test_a_calibrated_arm_refuses_overrides_of_what_it_was_measured_for(
     assert status == 200, body
     (record, _) = records_for(arms.records, "control-512", 2)
     assert (record.sample_count, record.calibration_sha256) == (512, None)
+
+
+def test_the_budget_warns_when_an_arm_asks_for_more_than_its_device_makes(
+    arms: ArmServers,
+) -> None:
+    # Three rows of 20,480 bytes per step from a device of 50 kB/s: about 1.2 s of
+    # reading per step, far more than the engine's own work, for 16 steps (the
+    # demand is averaged over at least 10 s).
+    tags = [f"slow-{i}" for i in range(3)]
+    tokens = _concurrently(
+        {tag: (lambda tag=tag: _completion(arms, tag, "slow", 16)) for tag in tags}
+    )
+    samples = scrape(arms.metrics_port)
+    device = metric(samples, "qr_entropy_device_bytes_per_second", arm="slow")
+    assert 0 < device <= SLOW_RATE * 1.05, device  # the throttled device is never faster
+    ratio = metric(samples, "qr_entropy_budget_ratio", arm="slow")
+    assert ratio > 0.8, ratio
+    log = arms.log.read_text()
+    (warning,) = [line for line in log.splitlines() if "qr entropy budget: arm" in line]
+    assert "arm 'slow' asks for" in warning
+    assert "(above 80%)" in warning
+    for tag in tags:
+        records = records_for(arms.records, tag, len(tokens[tag]))
+        assert not any(r.fallback for r in records)
 
 
 def test_killing_the_qrng_server_flags_fallbacks_in_its_arm_only(
@@ -353,3 +477,47 @@ def test_killing_the_qrng_server_flags_fallbacks_in_its_arm_only(
     for rows in shared:
         assert {(r.arm, r.fallback) for r in rows} == {("qrng", True), ("control", False)}
     assert_just_in_time([*qrng, *control])
+
+
+def test_a_server_restarted_with_another_key_falls_back_with_reason_configuration(
+    arms: ArmServers,
+) -> None:
+    """The qrng arm's server, killed above, comes back requiring another key: the
+    arm's tokens fall back with reason ``configuration``, in records and metrics."""
+    samples = scrape(arms.metrics_port)
+    qrng = [r for r in read_records(arms.records).records if r.arm == "qrng"]
+    down = [r for r in qrng if r.fallback]
+    assert down, "the kill test left fallbacks"
+    assert all(r.fallback_reason != CONFIGURATION_REASON for r in down)
+    unavailable = metric(samples, "qr_fallback_tokens_total", arm="qrng", reason="unavailable")
+    assert unavailable == len(down)
+    new = start_entropy_server(
+        arms.sock, arms.workdir / "entropy-2.log", env={"QR_SERVER_API_KEY": "qrng-key-two"}
+    )
+    arms.started.append(new)
+    # The client reconnects within its backoff (1 s at most) and the circuit lets a
+    # call through within cb_recovery_window_s (1 s): ask until a token shows it.
+    for attempt in range(60):  # a liveness bound, not a timing
+        tag = f"restart-{attempt}"
+        status, body = _completion(arms, tag, "qrng", 4)
+        assert status == 200, body
+        reasons = {r.fallback_reason for r in records_for(arms.records, tag, 4)}
+        if CONFIGURATION_REASON in reasons:
+            break
+    else:
+        raise AssertionError("no token fell back with reason 'configuration'")
+    status, body = _completion(arms, "restart-after", "qrng", 8)
+    assert status == 200, body
+    after = records_for(arms.records, "restart-after", 8)
+    assert {(r.fallback, r.fallback_reason, r.entropy_source) for r in after} == {
+        (True, CONFIGURATION_REASON, "system")
+    }
+    everything = read_records(arms.records).records
+    refused = [
+        r for r in everything if r.arm == "qrng" and r.fallback_reason == CONFIGURATION_REASON
+    ]
+    samples = scrape(arms.metrics_port)
+    assert metric(
+        samples, "qr_fallback_tokens_total", arm="qrng", reason=CONFIGURATION_REASON
+    ) == len(refused)
+    assert "refuses this configuration" in arms.log.read_text()

@@ -9,7 +9,6 @@ its end-of-sequence token at any step, and the tests count tokens.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from vllm import LLM, RequestOutput, SamplingParams
 from vllm.inputs import TokensPrompt
 
-from qr_core.records import TokenSamplingRecord, writer_file
+from qr_core.records import TokenSamplingRecord, read_records, writer_file
 from qr_vllm import QRSamplingLogitsProcessor
 
 pytestmark = pytest.mark.slow
@@ -231,7 +230,6 @@ def test_record_file_matches_the_run(
     )
     kept = processor.diagnostic_records()
     # Write-through: every settled record is in this process's own series.
-    lines = writer_file(record_file, processor.writer_id).read_text().splitlines()
-    from_file = [TokenSamplingRecord.from_json_dict(json.loads(line)) for line in lines]
+    from_file = list(read_records(writer_file(record_file, processor.writer_id)).records)
     assert from_file == kept
     assert [r.token_index for r in from_file if r.request_tag == "file"] == list(range(5))

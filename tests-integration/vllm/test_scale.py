@@ -52,6 +52,7 @@ from .serve_helpers import (
     assert_each_token_once,
     complete,
     kept_by_tag,
+    records_for,
     start_server,
     stop_group,
     stream,
@@ -138,11 +139,10 @@ def shared_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("shared") / "records.jsonl"
 
 
-# Arm A is a request of the first run (32 tokens), arm B a stream of the SIGTERM run
-# on the replica, which drains it to all 240 tokens: after the first run the plan's
-# 20 tokens per arm are not all in (an interim look), after the SIGTERM run they are,
-# and more (tokens beyond the plan).
-PLAN_ARMS = ("rep-0", "s-rep-0")
+# The plan's arms are request tags that test_analysis_as_registered_as_the_arms_fill
+# gives to requests of 10 tokens: one per arm (an interim look), then two more
+# (tokens beyond the plan).
+PLAN_ARMS = ("arm-a", "arm-b")
 PLAN_TOKENS = 20
 
 
@@ -254,19 +254,56 @@ def test_data_parallel_api_servers_and_a_replica_share_one_path(
 
 
 @pytest.mark.slow
-def test_an_early_analysis_is_an_interim_look(
+def test_analysis_as_registered_as_the_arms_fill(
     servers: tuple[Server, Server],
     shared_path: Path,
     plan_file: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """After the first run arm A has its 32 tokens and arm B none yet: no test."""
-    assert qr_analyze([str(shared_path), "--preregistration", str(plan_file)]) == 0
+    """The plan (20 tokens per arm) analysed as registered: first an interim look (10
+    tokens per arm), then a final analysis that leaves 10 tokens per arm beyond the
+    plan out; a changed plan file is refused for these records."""
+    _, replica = servers
+    argv = [str(shared_path), "--preregistration", str(plan_file)]
+    capsys.readouterr()
+
+    def fill(requests: int) -> None:
+        for _ in range(requests):
+            for tag in PLAN_ARMS:
+                assert len(complete(replica, tag, f"Arm {tag}", 10)) == 10
+
+    fill(1)
+    for tag in PLAN_ARMS:
+        records_for(shared_path, tag, 10)
+    assert qr_analyze(argv) == 0
     out = capsys.readouterr().out
     assert "stage           INTERIM LOOK: the planned tokens are not all in" in out
-    assert "arm             rep-0: 32 tokens, first 0 analysed; 32 since the last look" in out
-    assert "arm             s-rep-0: 0 tokens" in out
+    assert "arm             arm-a: 10 tokens, first 0 analysed; 10 since the last look" in out
     assert f"no test before the planned tokens are in ({PLAN_TOKENS} per arm)" in out
+
+    fill(2)
+    for tag in PLAN_ARMS:
+        records_for(shared_path, tag, 30)
+    assert qr_analyze([*argv, "--json"]) == 0
+    registered = json.loads(capsys.readouterr().out)["registered"]
+    assert (registered["stage"], registered["interim"]) == ("final", False)
+    assert [
+        (a["arm"], a["available"], a["analysed"], a["beyond_plan"])
+        for a in registered["arm_tokens"]
+    ] == [
+        ("arm-a", 30, PLAN_TOKENS, 10),
+        ("arm-b", 30, PLAN_TOKENS, 10),
+    ]
+    assert qr_analyze(argv) == 0
+    assert "arm-a: 30 tokens, first 20 analysed; 10 BEYOND THE PLAN, not analysed" in (
+        capsys.readouterr().out
+    )
+
+    changed = tmp_path / "plan.json"
+    changed.write_bytes(plan_file.read_bytes().replace(b'"alpha": 0.05', b'"alpha": 0.01'))
+    assert qr_analyze([str(shared_path), "--preregistration", str(changed)]) == 3
+    assert "not made under this plan file" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -360,7 +397,7 @@ def test_records_verify_and_each_tampering_is_named(
     assert len(untouched.series) == 3
     (replica,) = [s for s in untouched.series if s.sealed]
     assert replica.writer_id is not None
-    assert replica.records == 20 * 32 + 8 * _STREAM_TOKENS  # it drained: every token
+    assert replica.records >= 20 * 32 + 6 * 10  # the first run, the arms, any streams
     mine: str = replica.writer_id
     killed = sorted(s.writer_id for s in untouched.series if s.writer_id and not s.sealed)
     assert len(killed) == len(untouched.findings) == 2
@@ -433,27 +470,21 @@ def test_records_verify_and_each_tampering_is_named(
 
 
 @pytest.mark.slow
-def test_analysis_as_registered_after_both_runs(
+def test_manifest_names_every_series_and_the_plan(
     servers: tuple[Server, Server],
     shared_path: Path,
     plan_file: Path,
-    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert qr_analyze([str(shared_path), "--preregistration", str(plan_file)]) == 0
-    out = capsys.readouterr().out
-    assert "stage           final analysis" in out
-    beyond = _STREAM_TOKENS - PLAN_TOKENS
-    assert f"rep-0: 32 tokens, first {PLAN_TOKENS} analysed; 12 BEYOND THE PLAN" in out
-    assert f"s-rep-0: {_STREAM_TOKENS} tokens, first {PLAN_TOKENS} analysed; {beyond} BEYOND" in out
-    # The manifest names the plan in every series.
-    assert qr_analyze(["verify", "--manifest", str(shared_path)]) == 6  # killed engines
-    rows = capsys.readouterr().out.splitlines()[1:]
-    assert len(rows) == 3
+    capsys.readouterr()
+    assert qr_analyze(["verify", "--manifest", str(shared_path)]) == 6  # the killed engines
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith("# qr-sampler record manifest 1")
     plan_sha = hashlib.sha256(plan_file.read_bytes()).hexdigest()
-    assert all(row.split()[2] == plan_sha for row in rows)
-    # A changed plan file is refused for these records.
-    changed = tmp_path / "plan.json"
-    changed.write_bytes(plan_file.read_bytes().replace(b'"alpha": 0.05', b'"alpha": 0.01'))
-    assert qr_analyze([str(shared_path), "--preregistration", str(changed)]) == 3
-    assert "not made under this plan file" in capsys.readouterr().err
+    report = verify_chain(shared_path)
+    assert sorted(rows) == sorted(
+        f"{s.final_sha256} {s.records} {plan_sha} {s.series} {s.writer_id} "
+        f"{'sealed' if s.sealed else 'unsealed'}"
+        for s in report.series
+    )
+    assert [row.split()[-1] for row in rows].count("sealed") == 1  # the drained replica

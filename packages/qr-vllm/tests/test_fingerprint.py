@@ -126,6 +126,28 @@ def test_settings_missing_in_a_worker_refuse_and_are_named(
     assert COPY_FIX in message
 
 
+def test_long_values_are_shown_whole_or_by_both_ends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A path as long as a test's: whole. Two long paths that differ only at the
+    # end: each shows its start and its end, so the difference is seen.
+    path = tmp_path / "test_settings_missing_in_the_workers_refuse" / "records.jsonl"
+    monkeypatch.setenv("QR_RECORD_PATH", str(path))
+    stamped = stamp({})
+    monkeypatch.delenv("QR_RECORD_PATH")
+    assert f"QR_RECORD_PATH (front end '{path}', here '')" in _mismatch(stamped)
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 12)
+    monkeypatch.setenv("QR_RECORD_PATH", str(deep / "front.jsonl"))
+    stamped = stamp({})
+    monkeypatch.setenv("QR_RECORD_PATH", str(deep / "worker.jsonl"))
+    message = _mismatch(stamped)
+    assert str(deep) not in message, "shortened"
+    assert f"front end '{tmp_path}" in message
+    assert "front.jsonl'" in message
+    assert "worker.jsonl'" in message
+    assert " ... " in message
+
+
 def test_an_arm_setting_that_differs_is_named_by_arm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QR_SOURCES", json.dumps(ARMS))
     stamped = stamp({})

@@ -19,6 +19,7 @@ from qr_vllm._errors import (
     ConfigurationMismatchError,
     QRParamsError,
     QRVllmError,
+    SourceRefusedError,
     UnsupportedEngineError,
 )
 from qr_vllm._request_plan import RequestPlan, calibrated_hash, make_plan, resolve_request
@@ -38,6 +39,7 @@ __all__ = [
     "RecordSettings",
     "RequestPlan",
     "SamplingSettings",
+    "SourceRefusedError",
     "StepTimings",
     "UnsupportedEngineError",
     "__version__",

@@ -99,7 +99,7 @@ class EntropyBudget:
         self._lock = threading.Lock()
         self._arms: dict[str, _Window] = {}
 
-    def add(self, arm: str, nbytes: int, fetch_s: float, device_rate: int | None) -> ArmBudget:
+    def add(self, arm: str, nbytes: int, fetch_s: float, device_rate: int | None) -> None:
         """Count one fetch of ``arm``, and warn when its demand is over budget.
 
         Args:
@@ -107,9 +107,6 @@ class EntropyBudget:
             nbytes: The bytes fetched.
             fetch_s: How long the fetch took.
             device_rate: The device rate the fetch reported (``None``: keep the last).
-
-        Returns:
-            The arm's budget after this fetch.
         """
         now = self._clock()
         with self._lock:
@@ -119,27 +116,27 @@ class EntropyBudget:
             window.add(now, nbytes, fetch_s)
             if device_rate:
                 window.device = device_rate
-            budget = ArmBudget(window.demand(now), window.device)
-            ratio = budget.ratio
-            warn = ratio is not None and ratio > WARN_RATIO
-            if warn:
-                last = window.last_warned
-                warn = last is None or now - last >= WARN_INTERVAL_S
-                if warn:
-                    window.last_warned = now
-        if warn:
-            logger.warning(
-                "qr entropy budget: arm %r asks for %.0f B/s, %.0f%% of its device's measured "
-                "rate of %d B/s (above %.0f%%): its steps wait for the device. Give the arm a "
-                "faster or a second device, lower QR_SAMPLE_COUNT, or send it fewer requests "
-                "(metric qr_entropy_budget_ratio)",
-                arm,
-                budget.demand_bytes_per_second,
-                100.0 * (budget.ratio or 0.0),
-                budget.device_bytes_per_second or 0,
-                100.0 * WARN_RATIO,
-            )
-        return budget
+            device = window.device
+            if not device:
+                return
+            demand = window.demand(now)
+            if demand <= WARN_RATIO * device:
+                return
+            last = window.last_warned
+            if last is not None and now - last < WARN_INTERVAL_S:
+                return
+            window.last_warned = now
+        logger.warning(
+            "qr entropy budget: arm %r asks for %.0f B/s, %.0f%% of its device's measured "
+            "rate of %d B/s (above %.0f%%): its steps wait for the device. Give the arm a "
+            "faster or a second device, lower QR_SAMPLE_COUNT, or send it fewer requests "
+            "(metric qr_entropy_budget_ratio)",
+            arm,
+            demand,
+            100.0 * demand / device,
+            device,
+            100.0 * WARN_RATIO,
+        )
 
     def snapshot(self) -> dict[str, ArmBudget]:
         """Every arm seen so far and its budget now (a quiet arm's demand decays to 0)."""

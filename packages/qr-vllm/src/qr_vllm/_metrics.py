@@ -24,20 +24,26 @@ one, which vLLM's front end serves on its ``/metrics``) with:
 ``arm`` is the arm's name, or ``default`` for requests that name none. A running
 Stouffer Z per arm is ``sum by (arm)(qr_z_sum) / sqrt(sum by (arm)(qr_tokens_sampled_total))``.
 
-The step hands :meth:`EngineMetrics.observe` one tally per arm (numpy sums made by
-the step); this module adds a few numbers per arm per step, through label children
-it keeps, so the hot path pays no label lookup. The breaker and budget gauges are
-read when Prometheus scrapes.
+Nothing is done per step for the endpoint: the step hands :meth:`EngineMetrics.observe`
+one tally per arm (numpy sums made by the step), which adds them to plain numbers
+under one lock; a collector turns them into metric families when Prometheus
+scrapes, and reads the breaker state and the budget then.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from qr_entropy import CONFIGURATION_REASON, ArmSources
@@ -52,28 +58,27 @@ DEFAULT_ARM = "default"
 """The ``arm`` label of requests that name no arm (the default source)."""
 UNAVAILABLE_REASON = "unavailable"
 """The ``reason`` label of a fallback for any reason but a refused configuration."""
-FETCH_BUCKETS = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-"""Upper bounds of ``qr_entropy_fetch_seconds`` (500 us to 10 s)."""
+FETCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5, 10)
+"""Upper bounds of ``qr_entropy_fetch_seconds`` (500 us to 10 s; then ``+Inf``)."""
+_BOUNDS = (*(str(float(b)) for b in FETCH_BUCKETS), "+Inf")  # the le labels
 
 
 def arm_label(arm: str | None) -> str:
     """The ``arm`` label of an arm (``None``: :data:`DEFAULT_ARM`)."""
     return DEFAULT_ARM if arm is None else arm
+
+
+class _Arm:
+    """One arm's running totals."""
+
+    __slots__ = ("buckets", "fallback", "fetch_sum", "tokens", "z_sum")
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, int] = {}  # by source
+        self.fallback: dict[str, int] = {}  # by reason
+        self.z_sum = 0.0
+        self.buckets = [0] * (len(FETCH_BUCKETS) + 1)  # per bucket, the last is +Inf
+        self.fetch_sum = 0.0
 
 
 class EngineMetrics:
@@ -86,146 +91,144 @@ class EngineMetrics:
     """
 
     def __init__(self, sources: ArmSources | None, budget: EntropyBudget | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
         self.budget = budget or EntropyBudget()
-        registry = self.registry
-        self._tokens = Counter(
+        self._sources = sources
+        self._lock = threading.Lock()
+        self._arms: dict[str, _Arm] = {}
+        self._written = 0
+        self._failed = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def observe(self, tallies: Sequence[ArmTally]) -> None:
+        """Count one step: per arm, its tokens, z sum, fetch duration and demand."""
+        with self._lock:
+            for t in tallies:
+                fetch = t.fetch
+                arm = DEFAULT_ARM if t.arm is None else t.arm
+                totals = self._arms.get(arm)
+                if totals is None:
+                    totals = self._arms[arm] = _Arm()
+                tokens = totals.tokens
+                tokens[fetch.source] = tokens.get(fetch.source, 0) + t.tokens
+                totals.z_sum += t.z_sum
+                if fetch.fallback:
+                    reason = (
+                        CONFIGURATION_REASON
+                        if fetch.fallback_reason == CONFIGURATION_REASON
+                        else UNAVAILABLE_REASON
+                    )
+                    totals.fallback[reason] = totals.fallback.get(reason, 0) + t.tokens
+                fetch_s = max(0.0, (fetch.received_ns - fetch.requested_ns) / 1e9)
+                totals.buckets[bisect.bisect_left(FETCH_BUCKETS, fetch_s)] += 1
+                totals.fetch_sum += fetch_s
+        for t in tallies:
+            fetch = t.fetch
+            # A fallback's rate is not the arm's device: keep the device's last one.
+            rate = None if fetch.fallback else fetch.device_bytes_per_second
+            self.budget.add(
+                arm_label(t.arm),
+                len(fetch.data),
+                max(0.0, (fetch.received_ns - fetch.requested_ns) / 1e9),
+                rate,
+            )
+
+    def records_written(self, count: int) -> None:
+        """The record file accepted ``count`` records."""
+        with self._lock:
+            self._written += count
+
+    def records_failed(self, count: int) -> None:
+        """The record file refused ``count`` records."""
+        with self._lock:
+            self._failed += count
+
+    def families(self) -> list[Any]:
+        """Every metric family as it stands now (what a scrape returns)."""
+        tokens = CounterMetricFamily(
             "qr_tokens_sampled",
             "Tokens sampled with external entropy, by arm and the source that delivered "
             "their bytes.",
-            ["arm", "source"],
-            registry=registry,
+            labels=["arm", "source"],
         )
-        self._fallback = Counter(
+        fallback = CounterMetricFamily(
             "qr_fallback_tokens",
             "Tokens whose bytes came from the fallback source, by arm and reason "
             "(configuration: the server refuses this configuration; unavailable: any "
             "other failure).",
-            ["arm", "reason"],
-            registry=registry,
+            labels=["arm", "reason"],
         )
-        self._fetch = Histogram(
+        fetch = HistogramMetricFamily(
             "qr_entropy_fetch_seconds",
             "Duration of each entropy fetch, from the request to the bytes in hand "
             "(a fallback's includes the failed primary).",
-            ["arm"],
-            buckets=FETCH_BUCKETS,
-            registry=registry,
+            labels=["arm"],
         )
-        self._z = Gauge(
+        z = GaugeMetricFamily(
             "qr_z_sum",
             "Sum of the z-scores of the tokens counted in qr_tokens_sampled_total; "
             "sum by (arm)(qr_z_sum) / sqrt(sum by (arm)(qr_tokens_sampled_total)) is "
             "the running Stouffer Z per arm.",
-            ["arm"],
-            registry=registry,
+            labels=["arm"],
         )
-        self._written = Counter(
-            "qr_records_written", "Records the record file accepted.", registry=registry
+        with self._lock:
+            for arm, totals in sorted(self._arms.items()):
+                for source, count in sorted(totals.tokens.items()):
+                    tokens.add_metric([arm, source], count)
+                for reason, count in sorted(totals.fallback.items()):
+                    fallback.add_metric([arm, reason], count)
+                z.add_metric([arm], totals.z_sum)
+                cumulative, buckets = 0, []
+                for bound, count in zip(_BOUNDS, totals.buckets, strict=True):
+                    cumulative += count
+                    buckets.append((bound, cumulative))
+                fetch.add_metric([arm], buckets, totals.fetch_sum)
+            written, failed = self._written, self._failed
+        records = [
+            CounterMetricFamily(
+                "qr_records_written", "Records the record file accepted.", value=written
+            ),
+            CounterMetricFamily(
+                "qr_records_failed",
+                "Records the record file refused (its writer failed).",
+                value=failed,
+            ),
+        ]
+        return [tokens, fallback, fetch, z, *records, *self._gauges()]
+
+    def _gauges(self) -> list[GaugeMetricFamily]:
+        """The breaker state and the budget, read now."""
+        breaker = GaugeMetricFamily(
+            "qr_breaker_open",
+            "1 while the arm's circuit breaker is open (its primary source is skipped).",
+            labels=["arm"],
         )
-        self._failed = Counter(
-            "qr_records_failed",
-            "Records the record file refused (its writer failed).",
-            registry=registry,
+        demand = GaugeMetricFamily(
+            "qr_entropy_demand_bytes_per_second",
+            "Entropy bytes per second this engine fetched for the arm over the last "
+            "minute (at least 10 s).",
+            labels=["arm"],
         )
-        registry.register(_ScrapeTime(sources, self.budget))
-        # Label children by key: the step pays no label lookup after the first time.
-        self._children: dict[tuple[str, str | None, str], Any] = {}
-
-    def observe(self, tallies: Sequence[ArmTally]) -> None:
-        """Count one step: per arm, its tokens, z sum, fetch duration and demand."""
-        child = self._child
-        for t in tallies:
-            fetch = t.fetch
-            arm = arm_label(t.arm)
-            child("tokens", arm, fetch.source).inc(t.tokens)
-            child("z", arm, None).inc(t.z_sum)
-            if fetch.fallback:
-                reason = (
-                    CONFIGURATION_REASON
-                    if fetch.fallback_reason == CONFIGURATION_REASON
-                    else UNAVAILABLE_REASON
-                )
-                child("fallback", arm, reason).inc(t.tokens)
-            fetch_s = max(0.0, (fetch.received_ns - fetch.requested_ns) / 1e9)
-            child("fetch", arm, None).observe(fetch_s)
-            # A fallback's rate is not the arm's device: keep the device's last one.
-            rate = None if fetch.fallback else fetch.device_bytes_per_second
-            self.budget.add(arm, len(fetch.data), fetch_s, rate)
-
-    def records_written(self, count: int) -> None:
-        """The record file accepted ``count`` records."""
-        self._written.inc(count)
-
-    def records_failed(self, count: int) -> None:
-        """The record file refused ``count`` records."""
-        self._failed.inc(count)
-
-    def _child(self, kind: str, arm: str, extra: str | None) -> Any:
-        key = (kind, extra, arm)
-        found = self._children.get(key)
-        if found is None:
-            metric: Any = {
-                "tokens": self._tokens,
-                "z": self._z,
-                "fallback": self._fallback,
-                "fetch": self._fetch,
-            }[kind]
-            found = metric.labels(arm) if extra is None else metric.labels(arm, extra)
-            self._children[key] = found
-        return found
-
-
-class _ScrapeTime(Collector):
-    """The gauges read when Prometheus scrapes: breaker state and the budget."""
-
-    def __init__(self, sources: ArmSources | None, budget: EntropyBudget) -> None:
-        self._sources = sources
-        self._budget = budget
-
-    def describe(self) -> Iterator[Any]:
-        return iter(self._families())
-
-    def collect(self) -> Iterator[Any]:
-        families = self._families()
+        device = GaugeMetricFamily(
+            "qr_entropy_device_bytes_per_second",
+            "The arm's device rate, as its entropy server last reported it.",
+            labels=["arm"],
+        )
+        ratio = GaugeMetricFamily(
+            "qr_entropy_budget_ratio",
+            "Demand over the device rate; above 0.8 the engine logs a WARNING.",
+            labels=["arm"],
+        )
         if self._sources is not None:
-            breaker = families[0]
             for arm in (None, *self._sources.names):
                 breaker.add_metric([arm_label(arm)], 1.0 if self._open(arm) else 0.0)
-        demand, device, ratio = families[1:]
-        for arm, budget in sorted(self._budget.snapshot().items()):
+        for arm, budget in sorted(self.budget.snapshot().items()):
             demand.add_metric([arm], budget.demand_bytes_per_second)
             if budget.device_bytes_per_second is not None:
                 device.add_metric([arm], float(budget.device_bytes_per_second))
             if budget.ratio is not None:
                 ratio.add_metric([arm], budget.ratio)
-        return iter(families)
-
-    @staticmethod
-    def _families() -> list[GaugeMetricFamily]:
-        return [
-            GaugeMetricFamily(
-                "qr_breaker_open",
-                "1 while the arm's circuit breaker is open (its primary source is skipped).",
-                labels=["arm"],
-            ),
-            GaugeMetricFamily(
-                "qr_entropy_demand_bytes_per_second",
-                "Entropy bytes per second this engine fetched for the arm over the last "
-                "minute (at least 10 s).",
-                labels=["arm"],
-            ),
-            GaugeMetricFamily(
-                "qr_entropy_device_bytes_per_second",
-                "The arm's device rate, as its entropy server last reported it.",
-                labels=["arm"],
-            ),
-            GaugeMetricFamily(
-                "qr_entropy_budget_ratio",
-                "Demand over the device rate; above 0.8 the engine logs a WARNING.",
-                labels=["arm"],
-            ),
-        ]
+        return [breaker, demand, device, ratio]
 
     def _open(self, arm: str | None) -> bool:
         """Whether the arm's primary source reports an open circuit (health_check)."""
@@ -238,3 +241,13 @@ class _ScrapeTime(Collector):
         primary = health.get("primary")
         report = primary if isinstance(primary, dict) else health
         return report.get("circuit_state") == "open"
+
+
+class _Collector(Collector):
+    """Hands a scrape the metric families of one :class:`EngineMetrics`."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        return iter(self._metrics.families())

@@ -20,7 +20,11 @@ v1/executor/ray_executor_v2.py:556-582). Two hooks close the processors first:
   ``EngineCore.shutdown`` never runs. First, each engine actor gets SIGTERM,
   which Ray turns into ``SystemExit`` in the actor's busy loop; the actor's
   ``run`` then ends through ``EngineCore.shutdown`` (core.py:2655-2666), the
-  first hook. vLLM's kill follows, as before.
+  first hook, and the front end waits for it (bounded). vLLM's kill follows,
+  as before. (When Ray loads an actor class it sets a wrapper of each method
+  on the class itself, ray/util/tracing/tracing_helper.py, before the actor's
+  ``__init__`` loads this plugin: the subclasses of ``EngineCore`` that hold
+  their own ``shutdown`` are wrapped too.)
 
 Every step is bounded in time and may fail without stopping the shutdown (a
 warning says what could not be closed).
@@ -53,6 +57,7 @@ class _Closable(Protocol):
 
 
 _open: weakref.WeakSet[_Closable] = weakref.WeakSet()
+_hooks: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # the wrappers installed here
 _lock = threading.Lock()
 
 
@@ -93,19 +98,31 @@ def install(*, import_engine: bool = False) -> None:
         return
     from vllm.v1.engine import core, utils
 
-    _wrap(core.EngineCore, "shutdown", _closing_engine_shutdown)
+    # Ray sets a wrapper of every method on an actor's class when it loads it, before
+    # the actor's __init__ runs this plugin (the engine actors of data parallelism):
+    # the subclasses that hold their own shutdown are wrapped too.
+    todo: list[type] = [core.EngineCore]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls is core.EngineCore or "shutdown" in vars(cls):
+            _wrap(cls, "shutdown", _closing_engine_shutdown)
     _wrap(utils.CoreEngineActorManager, "shutdown", _gentle_actor_shutdown)
 
 
 def _wrap(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    original = getattr(cls, name, None)
+    original = vars(cls).get(name)
     if original is None:  # pragma: no cover - only a vLLM other than the pinned one
         logger.warning("qr-vllm: vLLM has no %s.%s; records may stay unsealed", cls.__name__, name)
         return
-    if getattr(original, _WRAPPED, False):
+    if original in _hooks:
         return
-    wrapped = functools.wraps(original)(make(original))
-    setattr(wrapped, _WRAPPED, True)
+    # Known by identity, not by a marker attribute: Ray's tracing wrapper copies a
+    # function's attributes (functools.wraps) onto its own. Only the docstring is
+    # copied here: with vLLM's module and qualified name, cloudpickle would send
+    # this wrapper by reference, and an actor would unpickle vLLM's original.
+    wrapped = functools.wraps(original, assigned=("__doc__",), updated=())(make(original))
+    _hooks.add(wrapped)
     setattr(cls, name, wrapped)
 
 
@@ -132,7 +149,7 @@ def _close_in_workers(engine_core: Any) -> None:
             exc,
         )
         return
-    logger.debug("qr-vllm: closed %s processors before the engine stopped", closed)
+    logger.info("qr-vllm: closed the processors of the engine's workers (%s)", closed)
 
 
 def _gentle_actor_shutdown(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -160,6 +177,7 @@ def _stop_engine_actors(manager: Any) -> None:
         try:
             info = state.actors(actor._actor_id.hex())
             pid, node = int(info["Pid"]), str(info["Address"]["NodeID"])
+            logger.info("qr-vllm: asking data-parallel engine pid %d to stop", pid)
             if node == here:
                 os.kill(pid, signal.SIGTERM)
             else:

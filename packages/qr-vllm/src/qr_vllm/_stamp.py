@@ -30,7 +30,6 @@ import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from qr_entropy.settings import shown
 from qr_vllm._adapter_config import AdapterConfig
 from qr_vllm._errors import ConfigurationMismatchError
 from qr_vllm._fingerprint import Fingerprint, differences, fingerprint, resolve_record_path
@@ -47,6 +46,7 @@ STAMP_KEY = "qr_sampler"
 """The key of ``VllmConfig.additional_config`` that carries the stamp."""
 
 _WRAPPED = "_qr_vllm_fingerprint"
+_MAX_SHOWN = 240  # characters of one value in the mismatch message
 
 
 def stamp(additional_config: object) -> dict[str, Any]:
@@ -129,9 +129,15 @@ def install() -> None:
 
 
 def _show(entries: Mapping[str, str], name: str) -> str:
+    """A value for the message: whole up to a limit, else its start and its end
+    (two record paths may differ only in their last characters)."""
     if name not in entries:
         return "(none)"
-    return shown(json.loads(entries[name]))
+    text = repr(json.loads(entries[name]))
+    if len(text) <= _MAX_SHOWN:
+        return text
+    half = (_MAX_SHOWN - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def _mismatch_message(theirs: Fingerprint, mine: Fingerprint, differing: list[str]) -> str:

@@ -20,11 +20,14 @@ The probe runs twice, for two reasons:
   model, so a wrong key refuses in seconds, not after a model load. It runs in a
   short-lived child process that imports qr-entropy alone (about 1 s): on GPUs
   vLLM forks its engine processes from the front end, and grpcio does not support a
-  fork after a channel was opened. It is skipped when every source is local
-  (``system``, ``mock_uniform``, ``sham``, ``timing_noise``: no server to refuse).
+  fork after a channel was opened.
 * **in the processor** (:func:`probe_sources`, on the rank that fetches): the
   authoritative check, wherever the processor is built (each data-parallel rank,
   an engine whose front end is not vLLM's), whose results also bind calibrations.
+
+A local source (``system``, ``mock_uniform``, ``sham``, ``timing_noise``) has no
+server to refuse anything: it is probed only when calibrated, for its device id
+(:func:`to_probe`), so an engine of local sources starts as before.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from qr_vllm._adapter_config import AdapterConfig
 from qr_vllm._device_check import FirstFetchCheck, refuse_other_devices, start_up_device_check
 from qr_vllm._errors import SourceRefusedError
 
-__all__ = ["judge_probes", "probe_in_front_end", "probe_sources", "start_up_checks"]
+__all__ = ["judge_probes", "probe_in_front_end", "probe_sources", "start_up_checks", "to_probe"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +64,22 @@ _REFUSES = "qr-vllm refuses to start: the entropy server refuses this configurat
 _REQUIRE = "QR_REQUIRE_SOURCES_AT_START"
 
 # The child of probe_in_front_end: qr-entropy only (no torch, no vLLM), the same
-# settings (environment and .env), one line of JSON on stdout.
+# settings (environment and .env); argv[1] lists the arms to probe (null: the
+# default source); one line of JSON on stdout.
 _CHILD = """
-import json
+import json, sys
 from qr_entropy import ArmSources, EntropyConfig, SourceConfigurationError, load_sources
 base = EntropyConfig()
 sources = ArmSources.build(base, load_sources(base))
+found = {"results": []}
 try:
-    found = {"results": [
-        [arm, r.source, r.reachable, r.address, r.detail, r.device_id]
-        for arm, r in sources.probe().items()
-    ]}
-except SourceConfigurationError as exc:
-    found = {"refused": str(exc)}
+    for arm in json.loads(sys.argv[1]):
+        try:
+            r = sources.source(arm).probe()
+        except SourceConfigurationError as exc:
+            found = {"refused": str(exc), "arm": arm}
+            break
+        found["results"].append([arm, r.source, r.reachable, r.address, r.detail, r.device_id])
 finally:
     sources.close()
 print(json.dumps(found))
@@ -84,14 +90,24 @@ def _label(arm: str | None, source: str) -> str:
     return f"QR_SOURCES: arm {arm!r}" if arm is not None else f"QR_ENTROPY_SOURCE_TYPE={source!r}"
 
 
-def _refusal(text: str, arm: str | None, source: str) -> SourceRefusedError:
-    # An arm's message already starts with "QR_SOURCES: arm ...".
-    where = "" if arm is not None else f"{_label(None, source)}: "
-    return SourceRefusedError(f"{_REFUSES} can fix it): {where}{text}")
+def _refusal(text: str, arm: str | None, config: AdapterConfig) -> SourceRefusedError:
+    where = _label(arm, config.entropy.entropy_source_type)
+    return SourceRefusedError(f"{_REFUSES} can fix it): {where}: {text}")
+
+
+def to_probe(config: AdapterConfig) -> list[str | None]:
+    """The sources the start-up probe asks (``None``: the default source), in order.
+
+    Every source with a server; a local one (``system``, ``mock_uniform``, ``sham``,
+    ``timing_noise``: nothing to refuse) only when calibrated, for its device id.
+    """
+    configs: dict[str | None, EntropyConfig] = {None: config.entropy}
+    configs.update(config.sources)
+    return [arm for arm, c in configs.items() if not _is_local(c) or arm in config.calibrations]
 
 
 def start_up_checks(sources: ArmSources | None, config: AdapterConfig) -> FirstFetchCheck:
-    """The processor's start: probe every source, then bind the calibrations to devices.
+    """The processor's start: probe the sources, then bind the calibrations to devices.
 
     Returns:
         The device check of the calibrated arms the probe could not reach.
@@ -99,22 +115,28 @@ def start_up_checks(sources: ArmSources | None, config: AdapterConfig) -> FirstF
     Raises:
         SourceRefusedError: As :func:`probe_sources`.
         QRParamsError: A calibrated arm's device differs from its calibration's.
+        Either way the start is over: ``sources`` are closed first.
     """
-    probes = probe_sources(sources, config)
-    return start_up_device_check(sources, config.calibrations, probes)
+    try:
+        probes = probe_sources(sources, config)
+        return start_up_device_check(sources, config.calibrations, probes)
+    except BaseException:
+        if sources is not None:
+            sources.close()
+        raise
 
 
 def probe_sources(
     sources: ArmSources | None, config: AdapterConfig
 ) -> dict[str | None, ProbeResult]:
-    """Probe every source of this rank and judge the answers (:func:`judge_probes`).
+    """Probe this rank's sources (:func:`to_probe`) and judge the answers (:func:`judge_probes`).
 
     Args:
         sources: The rank's sources; ``None`` on a rank that fetches nothing.
         config: The adapter configuration.
 
     Returns:
-        Each source's probe (``None``: the default source); empty without sources.
+        Each probed source's result (``None``: the default source); empty without sources.
 
     Raises:
         SourceRefusedError: A server refuses the configuration, or one is down while
@@ -122,10 +144,12 @@ def probe_sources(
     """
     if sources is None:
         return {}
-    try:
-        results = sources.probe()
-    except SourceConfigurationError as exc:
-        raise _refusal(str(exc), exc.arm, config.entropy.entropy_source_type) from exc
+    results: dict[str | None, ProbeResult] = {}
+    for arm in to_probe(config):
+        try:
+            results[arm] = sources.source(arm).probe()
+        except SourceConfigurationError as exc:
+            raise _refusal(str(exc), arm, config) from exc
     judge_probes(results, config, warn=True)
     return results
 
@@ -179,23 +203,23 @@ def judge_probes(
 def probe_in_front_end(config: AdapterConfig) -> None:
     """The front end's probe, in a child process, before any engine process starts.
 
-    Does nothing when every source is local. A child that fails for any other
-    reason (it cannot start, it crashes) is logged and left to the engine's probe.
+    Does nothing when no source needs a probe (:func:`to_probe`). A child that fails
+    (it cannot start, it crashes) is logged and left to the engine's probe.
 
     Raises:
         SourceRefusedError: As :func:`probe_sources`.
         QRParamsError: A reachable calibrated arm reports another device than its
             calibration's (:func:`qr_vllm._device_check.refuse_other_devices`).
     """
-    configs: dict[str | None, EntropyConfig] = {None: config.entropy}
-    configs.update(config.sources)
-    if all(_is_local(c) for c in configs.values()):
+    arms = to_probe(config)
+    if not arms:
         return
+    configs = [config.entropy if arm is None else config.sources[arm] for arm in arms]
     # Each probe is one call bounded by its timeout; the rest is the child's start.
-    limit = 60.0 + sum(c.grpc_timeout_ms for c in configs.values()) / 1000.0
+    limit = 60.0 + sum(c.grpc_timeout_ms for c in configs) / 1000.0
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD],
+            [sys.executable, "-c", _CHILD, json.dumps(arms)],
             capture_output=True,
             text=True,
             timeout=limit,
@@ -216,9 +240,8 @@ def probe_in_front_end(config: AdapterConfig) -> None:
         )
         return
     if "refused" in answer:
-        text = str(answer["refused"])
-        arm = next((a for a in config.sources if text.startswith(f"QR_SOURCES: arm {a!r}:")), None)
-        raise _refusal(text, arm, config.entropy.entropy_source_type)
+        arm = answer.get("arm")
+        raise _refusal(str(answer["refused"]), arm if arm in config.sources else None, config)
     results = {
         arm: ProbeResult(str(source), bool(reachable), str(address), str(detail), str(device))
         for arm, source, reachable, address, detail, device in answer.get("results", [])

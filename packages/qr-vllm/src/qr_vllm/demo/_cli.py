@@ -247,8 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_settings()
         if args.serve:
             server_log = None if args.verbose else log_path
+            context = (1024 if args.model == _SMOLLM2 else 512) if local else None
             return serve(
-                model, local=local, port=args.port, log_path=server_log, say=_say, console=console
+                model,
+                max_model_len=context,
+                port=args.port,
+                log_path=server_log,
+                say=_say,
+                console=console,
             )
         if args.arms:
             return _run_arms(args, model, local, console)

@@ -122,8 +122,9 @@ def check_hub_model(model: str) -> None:
         return
     raise DemoError(
         f"--model {model!r} is no local folder and not in the Hugging Face cache, and "
-        f"{'=1 and '.join(offline)}=1 forbids downloading it (hatch.toml sets both for "
-        "its environment, so that nothing needs the hub). Download it once outside that "
+        f"downloading is switched off ({', '.join(f'{n}=1' for n in offline)}; hatch.toml "
+        "sets HF_HUB_OFFLINE=1 for its environment, so that nothing needs the hub). "
+        "Download it once outside that "
         f"setting, e.g. `hatch run env HF_HUB_OFFLINE=0 hf download {model}`, then run "
         "the same command again (it loads from the cache); or give a local folder"
     )

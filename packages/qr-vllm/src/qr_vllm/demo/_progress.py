@@ -55,7 +55,6 @@ class TokenProgress:
             desc="Generating",
             unit="tok",
             file=self._stream,
-            dynamic_ncols=True,
             leave=False,
         )
         self._thread = threading.Thread(target=self._run, name="qr-demo-progress", daemon=True)

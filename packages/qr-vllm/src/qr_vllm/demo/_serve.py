@@ -54,7 +54,7 @@ def _hint(model: str, port: int) -> str:
 def serve(
     model: str,
     *,
-    local: bool,
+    max_model_len: int | None,
     port: int,
     log_path: Path | None,
     say: Callable[[str], None],
@@ -64,7 +64,8 @@ def serve(
 
     Args:
         model: The model to serve.
-        local: One of the two models built locally (eager, short context).
+        max_model_len: For the two models built locally: eager mode and this
+            context length (``None``: vLLM's defaults).
         port: The port on 127.0.0.1.
         log_path: Where vLLM's output goes (``None``: the terminal, ``-v``).
         say: Prints a progress line.
@@ -78,8 +79,8 @@ def serve(
         print("error: the `vllm` command is not installed", file=console, flush=True)
         return 2
     argv = [vllm_cmd, "serve", model, "--host", "127.0.0.1", "--port", str(port)]
-    if local:
-        argv += ["--enforce-eager", "--max-model-len", "1024"]
+    if max_model_len is not None:
+        argv += ["--enforce-eager", "--max-model-len", str(max_model_len)]
     say("Starting: " + " ".join(argv))
     where = "here" if log_path is None else f"to {log_path} (-v shows it here)"
     say(f"vLLM's output goes {where}; waiting until the server lists the model ...")
