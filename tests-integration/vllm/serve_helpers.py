@@ -217,7 +217,7 @@ class Stream:
     error: str | None = None
 
 
-def stream(server: Server, out: Stream, prompt: str, max_tokens: int) -> None:
+def stream(server: Server, out: Stream, prompt: str, max_tokens: int, **xargs: str | int) -> None:
     """Stream one completion into ``out.tokens`` until the server ends or drops it."""
     body = {
         "model": server.model,
@@ -226,7 +226,7 @@ def stream(server: Server, out: Stream, prompt: str, max_tokens: int) -> None:
         "ignore_eos": True,
         "stream": True,
         "return_token_ids": True,
-        "vllm_xargs": {"qr_request_tag": out.tag},
+        "vllm_xargs": {"qr_request_tag": out.tag, **xargs},
     }
     request = urllib.request.Request(
         f"{server.base_url}/v1/completions",

@@ -60,6 +60,7 @@ from .serve_helpers import (
 
 ROTATE_AT = "50000"
 _STREAM_TOKENS = 240  # with a prompt of about 8 tokens, within --max-model-len 256
+_STREAM_SAMPLE_COUNT = 1 << 20  # entropy bytes per streamed token (default 20,480)
 
 
 # ---------------------------------------------------- chunked prefill, preemption
@@ -313,8 +314,15 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
     dp, replica = servers
     streams = [Stream(f"s-dp-{i}") for i in range(8)] + [Stream(f"s-rep-{i}") for i in range(8)]
     targets = [dp] * 8 + [replica] * 8
+    # Each token draws _STREAM_SAMPLE_COUNT bytes: a step of 8 rows then takes tens of
+    # milliseconds of CPU, so a stream lasts seconds and the SIGTERM lands mid-stream,
+    # on an idle machine as beside CPU-bound work (where the tokens come slower too).
     threads = [
-        threading.Thread(target=stream, args=(server, s, f"Stream {s.tag}", _STREAM_TOKENS))
+        threading.Thread(
+            target=stream,
+            args=(server, s, f"Stream {s.tag}", _STREAM_TOKENS),
+            kwargs={"qr_sample_count": _STREAM_SAMPLE_COUNT},
+        )
         for server, s in zip(targets, streams, strict=True)
     ]
     for t in threads:
@@ -346,7 +354,8 @@ def test_sigterm_mid_stream_loses_no_emitted_token(
 
     records = read_records(shared_path).records  # a killed writer leaves no bad line
     assert_each_token_once({s.tag: s.tokens for s in streams}, records, prefix=True)
-    assert qr_analyze([str(shared_path), "--exploratory"]) == 0
+    # The streams drew 1 MiB per token: a second configuration beside the default one.
+    assert qr_analyze([str(shared_path), "--exploratory", "--allow-mixed-configs"]) == 0
 
 
 # ------------------------------------------- the audit of the records of both runs
