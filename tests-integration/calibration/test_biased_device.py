@@ -39,9 +39,9 @@ import pytest
 from qr_core import ZScoreBitsAmplifier, load_calibration
 from qr_core.analysis import ks_uniform
 from qr_entropy import EntropyConfig, build_source
+from qr_entropy_server.server_process import start_server_process
 
 HERE = Path(__file__).resolve().parent
-READY = "qr-entropy-server listening on "
 N = 1024
 SEED = "11"
 
@@ -52,43 +52,22 @@ pytestmark = pytest.mark.slow
 def device() -> Iterator[dict[str, str]]:
     """The biased server; yields the QR_* environment that points at it."""
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-        "PYTHONUNBUFFERED": "1",
         "QR_TEST_BIASED_SEED": SEED,
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qr_entropy_server",
-            "--backend",
-            "biased_backend:BiasedBitsBackend",
-            "--address",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the server's readiness line
-    assert line.startswith(READY), line
-    address = line[len(READY) :].strip()
-    qr_env = {k: v for k, v in os.environ.items() if not k.startswith("QR_")}
-    qr_env.update(
-        {
-            "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-            "QR_GRPC_SERVER_ADDRESS": address,
-            "QR_FALLBACK_MODE": "error",
-            "QR_SAMPLE_COUNT": str(N),
-            "QR_SIGNAL_AMPLIFIER_TYPE": "zscore_bits",
-        }
-    )
-    yield qr_env
-    proc.terminate()
-    proc.wait(10)
+    flags = ("--backend", "biased_backend:BiasedBitsBackend", "--address", "127.0.0.1:0")
+    with start_server_process(*flags, env=env) as server:
+        qr_env = {k: v for k, v in os.environ.items() if not k.startswith("QR_")}
+        qr_env.update(
+            {
+                "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
+                "QR_GRPC_SERVER_ADDRESS": server.address,
+                "QR_FALLBACK_MODE": "error",
+                "QR_SAMPLE_COUNT": str(N),
+                "QR_SIGNAL_AMPLIFIER_TYPE": "zscore_bits",
+            }
+        )
+        yield qr_env
 
 
 def _tokens(env: dict[str, str], count: int) -> np.ndarray:

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,12 +24,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from qr_core import SamplingConfig
 from qr_core.records import JsonlFileSink, RingBufferSink, read_records
 from qr_entropy import EntropyConfig, build_source
+from qr_entropy_server.server_process import start_server_process
 from qr_vllm.demo import build_tiny_model
 
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "transformers_qr_sampling.py"
-READY = "qr-entropy-server listening on "
 PROMPTS = ["Once upon a time", "The nature of consciousness is a question"]
 
 
@@ -47,25 +46,8 @@ def example() -> ModuleType:
 @pytest.fixture(scope="module")
 def server_address() -> Iterator[str]:
     """A real reference server process (urandom backend) on a free local port."""
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qr_entropy_server", "--address", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the server's readiness line
-    if not line.startswith(READY):
-        proc.kill()
-        proc.wait(10)
-        log.seek(0)
-        pytest.fail(f"server did not start: {line!r} {log.read()}")
-    yield line[len(READY) :].strip()
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+    with start_server_process("--address", "127.0.0.1:0") as server:
+        yield server.address
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@ GCS_PORT = 6379  # the namespace has its own port space: no clash with another c
 RAY_GPUS = 2
 RAY_CPUS = 4
 DRIVER_TIMEOUT_S = 600.0  # liveness bound on two shared cores, not a timing
+# How long the actors of an ended (or killed) driver may keep their Ray "GPUs".
+IDLE_TIMEOUT_S = 300.0
 
 # Never inherited by the cluster: the scenarios decide what reaches the workers.
 _SCENARIO_PREFIXES = ("QR_", "VLLM_RAY_", "RAY_ADDRESS")
@@ -93,7 +95,13 @@ class RayCluster:
         extra_env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> DriverRun:
-        """Run ``runner.py args`` inside the namespace (from ``cwd``); parse its result line."""
+        """Run ``runner.py args`` inside the namespace (from ``cwd``); parse its result line.
+
+        First waits until no earlier driver's actors hold a Ray "GPU", so that
+        one test that failed or ran past its bound cannot fail the next.
+        """
+        waited = self.wait_until_idle()
+        print(f"Ray GPUs all free after {waited:.1f} s")
         t0 = time.monotonic()
         done = self.namespace.run(
             # Not under `nice`: beside CPU-bound work a niced driver gets a tenth of a
@@ -108,6 +116,23 @@ class RayCluster:
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
         result: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
         return DriverRun(result, done.returncode, output, wall)
+
+    def wait_until_idle(self) -> float:
+        """Wait until every Ray "GPU" of the cluster is free; return the seconds waited."""
+        done = self.namespace.run(
+            [sys.executable, str(RUNNER), "idle", "--timeout", str(IDLE_TIMEOUT_S)],
+            env=self.driver_env(),
+            timeout=IDLE_TIMEOUT_S + 120,  # plus the check's own start, on shared cores
+        )
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+        state: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
+        assert state.get("idle"), (
+            f"the Ray cluster's GPUs are still held by an earlier driver's actors: {state}\n"
+            f"{(done.stdout + done.stderr)[-3000:]}"
+        )
+        waited: float = state["waited_s"]
+        self.timings["idle_wait_s"] = self.timings.get("idle_wait_s", 0.0) + waited
+        return waited
 
     def stop(self) -> list[int]:
         """``ray stop --force`` inside, then end the namespace (and whatever is left).
@@ -136,6 +161,11 @@ def start_cluster(namespace: LoopbackNamespace) -> RayCluster:
             # No idle Python workers started ahead of need: two shared cores.
             "RAY_enable_worker_prestart": "0",
             "RAY_prestart_worker_first_driver": "0",
+            # Ray starts its workers (vLLM's ranks and engines: the actors) at nice
+            # 15 by default. Beside CPU-bound work they then get a few percent of a
+            # core: under `hatch run test-under-load` the tensor-parallel workers
+            # took 6 minutes to import vLLM, and the driver ran past its bound.
+            "RAY_worker_niceness": "0",
         }
     )
     argv = [

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -96,6 +97,51 @@ def _tool(name: str) -> str:
     return path
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children first."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # exited meanwhile
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and everything it started.
+
+    ``nsenter`` forks to enter the PID namespace: killing it alone would leave
+    its child (a vLLM driver, say) running, and holding the Ray resources of
+    its actors. Ray's own processes are children of the raylet, not of a
+    driver; Ray ends a dead driver's actors itself.
+    """
+    victims = [*_descendants(pid), pid]
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    # SIGKILL takes effect asynchronously: wait until each is gone or a zombie.
+    deadline = time.monotonic() + 30
+    while any(_running(v) for v in victims) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 class LoopbackNamespace:
     """PID and network namespaces whose only network is 127.0.0.0/8 (and ::1)."""
 
@@ -148,15 +194,26 @@ class LoopbackNamespace:
         timeout: float = 120,
         cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` inside (from ``cwd``, default the caller's) and wait for it."""
-        return subprocess.run(
+        """Run ``argv`` inside (from ``cwd``, default the caller's) and wait for it.
+
+        Raises:
+            subprocess.TimeoutExpired: ``argv`` ran past ``timeout``; it was
+                killed with every process it started (see :func:`_kill_tree`).
+        """
+        with subprocess.Popen(
             self.enter(argv, cwd),
             env=dict(env) if env is not None else None,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
-        )
+        ) as proc:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                _kill_tree(proc.pid)
+                exc.stdout, exc.stderr = proc.communicate()
+                raise
+            return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
     def listeners(self) -> list[Listener]:
         """Every listening TCP socket inside the namespace."""

@@ -9,7 +9,8 @@ talks to the engine runs here, and this script prints one line
   by step (a callable sent with ``collective_rpc``: the driver needs
   ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``);
 * ``serve``: ``vllm serve ...`` (the command after ``--``), then concurrent
-  ``/v1/completions`` requests.
+  ``/v1/completions`` requests;
+* ``idle``: wait until no actor holds a Ray "GPU" (run before each driver).
 
 Both report the listening TCP sockets of the namespace while the engine is up,
 the token ids per request tag, the first error and how long each phase took
@@ -185,6 +186,28 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def idle(args: argparse.Namespace) -> dict[str, Any]:
+    """Wait until every Ray "GPU" of the cluster is free again, up to ``--timeout`` s.
+
+    A driver that ended (or was killed) leaves its actors to Ray, which ends
+    them in its own time; until then they hold their resources.
+    """
+    import ray
+
+    t0 = time.monotonic()
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, logging_level="ERROR")
+    try:
+        while True:
+            total = ray.cluster_resources().get("GPU", 0.0)
+            free = ray.available_resources().get("GPU", 0.0)
+            waited = time.monotonic() - t0
+            if free >= total > 0 or waited > args.timeout:
+                return {"idle": free >= total > 0, "free": free, "total": total, "waited_s": waited}
+            time.sleep(0.5)  # polling Ray's view of the resources: there is no event to wait on
+    finally:
+        ray.shutdown()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="scenario", required=True)
@@ -198,6 +221,8 @@ def main() -> int:
     gen.add_argument(
         "--watch-ranks", action="store_true", help="report the tokens each rank forced"
     )
+    wait = sub.add_parser("idle")
+    wait.add_argument("--timeout", type=float, default=300.0)
     srv = sub.add_parser("serve")
     srv.add_argument("--requests", type=int, default=8)
     srv.add_argument("--max-tokens", type=int, default=16)
@@ -209,6 +234,8 @@ def main() -> int:
         if args.command[:1] == ["--"]:
             args.command = args.command[1:]
         result = serve(args)
+    elif args.scenario == "idle":
+        result = idle(args)
     else:
         result = generate(args)
     print(RESULT_PREFIX + json.dumps(result), flush=True)

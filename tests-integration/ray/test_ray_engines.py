@@ -22,6 +22,7 @@ Each run prints its phases' durations (cluster, engine start, requests).
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,31 @@ def test_the_cluster_is_confined_to_loopback(ray_cluster: RayCluster) -> None:
     assert len(namespace.member_pids()) > 3
     assert namespace.outside_network() == []
     assert namespace.listeners_outside() == []
+
+
+def test_a_command_past_its_bound_is_killed_with_what_it_started(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    # What a driver past DRIVER_TIMEOUT_S leaves behind must not hold the next
+    # test's resources: nsenter's child and its children go too.
+    namespace = ray_cluster.namespace
+    script = "sleep 4711 & touch started; wait"
+    with pytest.raises(subprocess.TimeoutExpired):
+        namespace.run(["sh", "-c", script], timeout=10, cwd=tmp_path)
+    assert (tmp_path / "started").exists(), "the command did not start in 10 s"
+
+    def left() -> list[int]:
+        found = []
+        for pid in namespace.member_pids():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:  # exited meanwhile
+                continue
+            if b"4711" in argv or script.encode() in argv:
+                found.append(pid)
+        return found
+
+    assert left() == []
 
 
 # ------------------------------------------------------------------ records on Ray

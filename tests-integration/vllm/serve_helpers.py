@@ -9,8 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,13 +20,13 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from qr_core.records import RecordError, TokenSamplingRecord, read_records
+from qr_entropy_server.server_process import start_server_process
 
 STARTUP_TIMEOUT_S = 600.0  # liveness bound on two shared cores, not a timing
 REQUEST_TIMEOUT_S = 600.0
 # A stream whose engine was killed is left open by vLLM's API server, which then
 # waits for it before it exits; the client gives up after this long without data.
 STREAM_IDLE_S = 60.0
-ENTROPY_READY = "qr-entropy-server listening on "
 
 
 @dataclass
@@ -107,33 +105,9 @@ def start_entropy_server(
     """Start ``qr-entropy-server`` on a unix socket and wait for its ready line.
 
     ``extra`` are more flags, ``env`` variables added to the environment (an API key
-    as ``QR_SERVER_API_KEY``). The rest of its output goes to ``log``.
+    as ``QR_SERVER_API_KEY``). All of its output goes to ``log``.
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qr_entropy_server", "--address", f"unix://{sock}", *extra],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(ENTROPY_READY):
-            break
-    else:
-        raise AssertionError(f"qr-entropy-server exited with {proc.wait()}:\n{''.join(seen)}")
-    output = proc.stdout
-
-    def drain() -> None:
-        with log.open("w") as out:
-            out.writelines(seen)
-            for line in output:
-                out.write(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return proc
+    return start_server_process("--address", f"unix://{sock}", *extra, env=env, log=log).proc
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

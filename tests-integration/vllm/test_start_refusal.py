@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from qr_entropy_server.server_process import start_server_process
+
 from ..grpc.tls_certificates import write_certificates  # noqa: TID252 - shared helper
-from .serve_helpers import ENTROPY_READY, free_port, stop
+from .serve_helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -34,36 +34,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     """The server's address and the test certificates (``ca``, ``other_ca``, ``server``)."""
     workdir = tmp_path_factory.mktemp("refusal")
     certs = write_certificates(workdir)
-    address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qr_entropy_server",
-            "--address",
-            address,
-            "--tls-cert",
-            str(certs["server_cert"]),
-            "--tls-key",
-            str(certs["server_key"]),
-        ],
-        env={**os.environ, "QR_SERVER_API_KEY": KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(ENTROPY_READY):
-            break
-    else:
-        raise AssertionError(f"qr-entropy-server exited with {proc.wait()}:\n{''.join(seen)}")
-    try:
-        yield address, certs
-    finally:
-        stop(proc, signal.SIGTERM)
+    flags = ("--address", "127.0.0.1:0")
+    tls = ("--tls-cert", str(certs["server_cert"]), "--tls-key", str(certs["server_key"]))
+    with start_server_process(*flags, *tls, env={"QR_SERVER_API_KEY": KEY}) as server:
+        yield server.address, certs
 
 
 def _tls(address: str, ca: Path, key: str) -> dict[str, object]:

@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 import torch
 from vllm import SamplingParams
-from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
+from vllm.v1.sample.logits_processor import BatchUpdate
 
 from qr_core import Calibration, SamplingConfig, build_amplifier
 from qr_core.records import TokenSamplingRecord
@@ -41,6 +40,8 @@ from qr_vllm import (
 from qr_vllm._batch import plan_for_params
 from qr_vllm._device_check import FirstFetchCheck, refuse_other_devices
 from qr_vllm.step import Slot, StepSampler
+
+from .engine_parts import built_processor
 
 SAMPLE_COUNT = 256
 VOCAB = 512
@@ -163,7 +164,7 @@ def test_a_missing_arm_calibration_names_the_arm_and_the_path(
     missing = tmp_path / "missing.json"
     _set_arms(env, missing)
     with pytest.raises(QRParamsError) as info:
-        _processor()
+        built_processor()
     assert str(info.value).startswith(
         f"QR_SOURCES: arm 'qrng': calibration_path: calibration file {str(missing)!r}: "
         "cannot be read"
@@ -171,11 +172,6 @@ def test_a_missing_arm_calibration_names_the_arm_and_the_path(
 
 
 # ---------------------------------------------------------------- the processor
-
-
-def _processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    return next(p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor))
 
 
 def _params(arm: str | None, **extra: object) -> SamplingParams:
@@ -211,7 +207,7 @@ def test_processor_records_carry_their_arms_calibration_hash(
     # Labelled as the arm's device (the start-up probe compares the device ids).
     cal = _calibration(device=("mock_uniform", "pcg64(seed=1,bias=0.0)"))
     _set_arms(env, _saved(tmp_path, cal))
-    proc = _processor()
+    proc = built_processor()
     added = [
         (i, _params(arm, qr_request_tag=str(arm)), [1], [])
         for i, arm in enumerate([CALIBRATED, PLAIN, None])
@@ -243,7 +239,7 @@ def test_an_arm_calibration_of_another_device_is_refused_at_start(
         r"\(device_id 'known-bytes'\), but this source is 'mock_uniform' "
         r"\(device_id 'pcg64\(seed=1,bias=0.0\)'\)",
     ):
-        _processor()
+        built_processor()
 
 
 def test_an_arm_unreachable_at_start_is_checked_on_its_first_fetch() -> None:

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 from vllm import SamplingParams
-from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import MockUniformSource
@@ -23,6 +21,8 @@ from qr_entropy.settings import warn_unknown_variables
 from qr_vllm import QRParamsError, QRSamplingLogitsProcessor
 from qr_vllm._batch import BatchState
 from qr_vllm.step._ops.entropy import byte_positions
+
+from .engine_parts import add_requests, built_processor
 
 VOCAB = 64
 SAMPLE_COUNT = 256
@@ -35,24 +35,6 @@ SEEDED_ARMS = {
 @pytest.fixture
 def arms_env(seeded_env: pytest.MonkeyPatch) -> None:
     seeded_env.setenv("QR_SOURCES", json.dumps(SEEDED_ARMS))
-
-
-def _processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    ours = [p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor)]
-    assert len(ours) == 1
-    return ours[0]
-
-
-def _add(proc: QRSamplingLogitsProcessor, *params: SamplingParams) -> None:
-    proc.update_state(
-        BatchUpdate(
-            batch_size=len(params),
-            removed=[],
-            added=[(i, p, [1, 2, 3], []) for i, p in enumerate(params)],
-            moved=[],
-        )
-    )
 
 
 def _params(arm: str | None, tag: str, **extra: object) -> SamplingParams:
@@ -73,10 +55,10 @@ def _raw(record: TokenSamplingRecord) -> bytes:
 
 @pytest.mark.usefixtures("arms_env")
 def test_a_mixed_step_makes_one_fetch_per_arm_and_each_row_gets_its_arms_bytes() -> None:
-    proc = _processor()
+    proc = built_processor()
     # Rows 0 and 3 use arm m1, row 2 arm m2, row 1 the default source; row 3
     # asks for fewer bytes, so the arm's bytes are laid out over unequal rows.
-    _add(
+    add_requests(
         proc,
         _params("m1", "a"),
         _params(None, "d"),
@@ -114,8 +96,8 @@ def test_a_mixed_step_makes_one_fetch_per_arm_and_each_row_gets_its_arms_bytes()
 
 @pytest.mark.usefixtures("arms_env")
 def test_a_step_of_one_arm_fetches_from_that_arm_only() -> None:
-    proc = _processor()
-    _add(proc, _params("m2", "x"), _params("m2", "y"))
+    proc = built_processor()
+    add_requests(proc, _params("m2", "x"), _params("m2", "y"))
     proc.apply(_logits(2))
     records = proc.diagnostic_records()
     assert [r.arm for r in records] == ["m2", "m2"]
@@ -138,8 +120,8 @@ def test_a_fault_in_one_arm_falls_back_for_its_rows_only(
         "control": {"entropy_source_type": "system"},
     }
     monkeypatch.setenv("QR_SOURCES", json.dumps(arms))
-    proc = _processor()
-    _add(proc, _params("qrng", "q1"), _params("control", "c1"), _params("qrng", "q2"))
+    proc = built_processor()
+    add_requests(proc, _params("qrng", "q1"), _params("control", "c1"), _params("qrng", "q2"))
     proc.apply(_logits(3))
     records = {r.request_tag: r for r in proc.diagnostic_records()}
     for tag in ("q1", "q2"):

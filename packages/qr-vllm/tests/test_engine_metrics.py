@@ -21,8 +21,6 @@ import torch
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from vllm import SamplingParams
-from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
 
 from qr_core.records import read_records
 from qr_entropy import EntropyFetch
@@ -31,6 +29,8 @@ from qr_vllm._metrics import EngineMetrics
 from qr_vllm._metrics_endpoint import serve_rank
 from qr_vllm._record_router import data_parallel_index
 from qr_vllm.step import ArmTally
+
+from .engine_parts import add_requests, built_processor
 
 VOCAB = 64
 ARMS = {
@@ -62,24 +62,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def _processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    return next(p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor))
-
-
-def _add(proc: QRSamplingLogitsProcessor, *params: SamplingParams) -> list[list[int]]:
-    outs: list[list[int]] = [[] for _ in params]
-    proc.update_state(
-        BatchUpdate(
-            batch_size=len(params),
-            removed=[],
-            added=[(i, p, [1, 2, 3], outs[i]) for i, p in enumerate(params)],
-            moved=[],
-        )
-    )
-    return outs
-
-
 def _params(arm: str | None, tag: str) -> SamplingParams:
     args: dict[str, object] = {"qr_request_tag": tag}
     if arm is not None:
@@ -100,11 +82,11 @@ def test_a_scrape_counts_each_arms_tokens_z_and_records(
     port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("QR_RECORD_PATH", str(tmp_path / "records.jsonl"))
-    proc = _processor()
+    proc = built_processor()
     before = scrape(port)
     assert value(before, "qr_records_written_total") == 0.0
     assert {value(before, "qr_breaker_open", arm=a) for a in ("default", "m1", "m2")} == {0.0}
-    outs = _add(
+    outs = add_requests(
         proc, _params("m1", "a"), _params(None, "d"), _params("m1", "b"), _params("m2", "c")
     )
     steps = 5
@@ -146,8 +128,8 @@ def test_a_dead_server_shows_fallbacks_and_an_open_breaker(
     }
     seeded_env.setenv("QR_SOURCES", json.dumps(dead))
     seeded_env.setenv("QR_METRICS_PORT", str(port))
-    proc = _processor()
-    (out,) = _add(proc, _params("dead", "x"))
+    proc = built_processor()
+    (out,) = add_requests(proc, _params("dead", "x"))
     for step in range(4):  # the circuit opens after 3 failures (cb_max_consecutive_failures)
         logits = torch.randn(1, VOCAB, generator=torch.Generator().manual_seed(step))
         proc.apply(logits)
@@ -194,14 +176,14 @@ def test_a_busy_port_is_a_warning_and_the_engine_runs_without_it(
         busy = holder.getsockname()[1]
         seeded_env.setenv("QR_METRICS_PORT", str(busy))
         with caplog.at_level(logging.WARNING, logger="qr_vllm._metrics_endpoint"):
-            proc = _processor()
+            proc = built_processor()
         (warning,) = [
             r.getMessage() for r in caplog.records if r.name == "qr_vllm._metrics_endpoint"
         ]
         assert f"cannot serve http://127.0.0.1:{busy}/metrics" in warning
         assert "runs without its metrics endpoint" in warning
         assert "QR_METRICS_PORT" in warning
-        _add(proc, _params(None, "a"))
+        add_requests(proc, _params(None, "a"))
         logits = torch.randn(1, VOCAB)
         proc.apply(logits)
         assert int(torch.isfinite(logits[0]).sum()) == 1
@@ -209,9 +191,9 @@ def test_a_busy_port_is_a_warning_and_the_engine_runs_without_it(
 
 
 def test_processors_of_one_process_share_the_endpoint_newest_first(port: int) -> None:
-    first = _processor()
-    second = _processor()
-    _add(second, _params("m2", "x"))
+    first = built_processor()
+    second = built_processor()
+    add_requests(second, _params("m2", "x"))
     second.apply(torch.randn(1, VOCAB))
     assert value(scrape(port), "qr_tokens_sampled_total", arm="m2", source="mock_uniform") == 1
     second.close()
@@ -222,7 +204,7 @@ def test_processors_of_one_process_share_the_endpoint_newest_first(port: int) ->
 
 def test_port_zero_serves_nothing(seeded_env: pytest.MonkeyPatch) -> None:
     seeded_env.setenv("QR_METRICS_PORT", "0")
-    proc = _processor()
+    proc = built_processor()
     assert proc._monitor is not None
     assert proc._monitor.endpoint is None
     proc.close()

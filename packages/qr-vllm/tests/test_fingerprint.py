@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from pydantic import BaseModel, Field
 from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import build_logitsprocs
 
 import qr_vllm._fingerprint as fingerprint_module
 from qr_core import SamplingConfig, build_amplifier
 from qr_entropy.settings import QR_SETTINGS_CONFIG, env_var_name, is_secret
-from qr_vllm import AdapterConfig, ConfigurationMismatchError, QRSamplingLogitsProcessor
+from qr_vllm import AdapterConfig, ConfigurationMismatchError
 from qr_vllm._fingerprint import differences, fingerprint
 from qr_vllm._settings import RecordSettings
 from qr_vllm._stamp import STAMP_KEY, check_fingerprint, stamp
+
+from .engine_parts import built_processor
 
 SECRET = "s3cr3t-Api_Key.42"
 ARMS = {"sham": {"entropy_source_type": "system"}, "qrng": {"grpc_api_key": "arm-" + SECRET}}
@@ -304,20 +304,14 @@ def test_a_relative_record_path_resolves_against_the_front_ends_directory(
 # ------------------------------------------------------------------ in the processor
 
 
-def _build(vllm_config: VllmConfig) -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(vllm_config, torch.device("cpu"), False, False)
-    (ours,) = [p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor)]
-    return ours
-
-
 def test_the_processor_refuses_to_build_on_another_configuration(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("QR_SOURCES", json.dumps(ARMS))
     monkeypatch.setenv("QR_LOG_LEVEL", "none")
     stamped = VllmConfig(additional_config=stamp({}))
-    _build(stamped).close()
+    built_processor(stamped).close()
     # The arm case of issue 29: the front end knows arm "sham", this process does not.
     monkeypatch.delenv("QR_SOURCES")
     with pytest.raises(ConfigurationMismatchError, match=r"QR_SOURCES \(front end"):
-        _build(stamped)
+        built_processor(stamped)

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from vllm import SamplingParams
-from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
+from vllm.v1.sample.logits_processor import BatchUpdate
 
 from qr_core.records import (
     StoppingRule,
@@ -22,6 +21,8 @@ from qr_core.records import (
 from qr_vllm import QRParamsError, QRSamplingLogitsProcessor, SamplingSettings, resolve_request
 from qr_vllm._adapter_config import AdapterConfig
 from qr_vllm._preregistration import registered_hash
+
+from .engine_parts import built_processor
 
 
 def _plan(path: Path, tokens: int = 100) -> Path:
@@ -38,12 +39,6 @@ def _plan(path: Path, tokens: int = 100) -> Path:
         )
     )
     return path
-
-
-def _processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    (ours,) = [p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor)]
-    return ours
 
 
 def _steps(proc: QRSamplingLogitsProcessor, steps: int) -> None:
@@ -90,7 +85,7 @@ def test_engine_refuses_to_start_without_a_valid_plan(
     with pytest.raises(QRParamsError, match=expected):
         AdapterConfig.from_env()
     with pytest.raises(QRParamsError, match="QR_PREREGISTRATION_PATH"):
-        _processor()  # what vLLM's engine builds at start
+        built_processor()  # what vLLM's engine builds at start
 
 
 def test_a_request_cannot_name_another_plan() -> None:
@@ -104,13 +99,13 @@ def test_records_carry_the_plan_and_the_file_is_sealed(
     plan = load_preregistration(_plan(tmp_path / "plan.json"))
     base = tmp_path / "records.jsonl"
     seeded_env.setenv("QR_RECORD_PATH", str(base))
-    proc = _processor()
+    proc = built_processor()
     _steps(proc, 2)
     unregistered = {r.config_hash for r in proc.diagnostic_records()}
     proc.close()
 
     seeded_env.setenv("QR_PREREGISTRATION_PATH", str(tmp_path / "plan.json"))
-    proc = _processor()
+    proc = built_processor()
     _steps(proc, 3)
     proc.close()
     # One process, one writer id: the second processor appends a new series to the file.

@@ -21,7 +21,6 @@ from vllm.config import VllmConfig
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.sample.logits_processor import (
     BatchUpdate,
-    build_logitsprocs,
     validate_logits_processors_parameters,
 )
 from vllm.v1.worker.gpu.sample.logits_processor import (
@@ -33,6 +32,8 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
 from qr_core.records import LOG_SINK_LOGGER, TokenSamplingRecord, writer_file
 from qr_vllm import QRSamplingLogitsProcessor
 from qr_vllm.step import _records as step_records
+
+from .engine_parts import add_requests, built_processor
 
 VOCAB = 64
 # Small sample counts keep the unit tests fast; the engine tests use the default.
@@ -48,24 +49,9 @@ def seeded_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _v1_processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    ours = [p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor)]
-    assert len(ours) == 1, "the entry point must yield exactly one qr processor"
-    assert ours[0].runner == "v1"
-    return ours[0]
-
-
-def _add(proc: QRSamplingLogitsProcessor, *params: SamplingParams) -> list[list[int]]:
-    outs: list[list[int]] = [[] for _ in params]
-    proc.update_state(
-        BatchUpdate(
-            batch_size=len(params),
-            removed=[],
-            added=[(i, p, [1, 2, 3], outs[i]) for i, p in enumerate(params)],
-            moved=[],
-        )
-    )
-    return outs
+    proc = built_processor()
+    assert proc.runner == "v1"
+    return proc
 
 
 def _logits(rows: int, seed: int = 0) -> torch.Tensor:
@@ -84,7 +70,7 @@ def _assert_forced(row: torch.Tensor) -> int:
 @pytest.mark.usefixtures("seeded_env")
 def test_v1_forces_qr_rows_and_records_them() -> None:
     proc = _v1_processor()
-    _add(
+    add_requests(
         proc,
         SamplingParams(extra_args={"qr_request_tag": "a"}),
         SamplingParams(temperature=0.0),
@@ -125,7 +111,7 @@ def test_same_seed_same_tokens_and_token_index_advances() -> None:
     chosen = []
     for _ in range(2):
         proc = _v1_processor()
-        (out,) = _add(proc, SamplingParams(extra_args={"qr_top_k": 0, "qr_top_p": 1.0}))
+        (out,) = add_requests(proc, SamplingParams(extra_args={"qr_top_k": 0, "qr_top_p": 1.0}))
         tokens = []
         for step in range(5):
             logits = _logits(1, seed=step)
@@ -142,7 +128,7 @@ def test_same_seed_same_tokens_and_token_index_advances() -> None:
 @pytest.mark.usefixtures("seeded_env")
 def test_mixed_settings_in_one_step_use_one_fetch() -> None:
     proc = _v1_processor()
-    _add(
+    add_requests(
         proc,
         SamplingParams(extra_args={"qr_sample_count": 128, "qr_temperature_strategy": "edt"}),
         SamplingParams(),
@@ -167,7 +153,7 @@ def test_mixed_settings_in_one_step_use_one_fetch() -> None:
 @pytest.mark.usefixtures("seeded_env")
 def test_log_level_is_honoured_per_request(caplog: pytest.LogCaptureFixture) -> None:
     proc = _v1_processor()
-    outs = _add(
+    outs = add_requests(
         proc,
         SamplingParams(extra_args={"qr_request_tag": "quiet", "qr_log_level": "none"}),
         SamplingParams(extra_args={"qr_request_tag": "loud", "qr_log_level": "full"}),
@@ -196,7 +182,7 @@ def test_diagnostic_mode_is_per_request_and_bounded(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("QR_DIAGNOSTIC_MODE", "false")
     monkeypatch.setenv("QR_DIAGNOSTIC_BUFFER_SIZE", "3")
     proc = _v1_processor()
-    _add(
+    add_requests(
         proc,
         SamplingParams(extra_args={"qr_request_tag": "kept", "qr_diagnostic_mode": 1}),
         SamplingParams(extra_args={"qr_request_tag": "not-kept"}),
@@ -225,7 +211,7 @@ def test_records_are_built_only_while_a_sink_receives_them(
     # A spy, not a fake: the real records are still built and delivered.
     monkeypatch.setattr(step_records, "build_token_records", counting)
     proc = _v1_processor()
-    (out,) = _add(proc, SamplingParams(extra_args={"qr_request_tag": "t"}))  # level summary
+    (out,) = add_requests(proc, SamplingParams(extra_args={"qr_request_tag": "t"}))  # level summary
     # Log level summary, but the record logger below INFO: nobody receives them.
     caplog.set_level(logging.WARNING, logger=LOG_SINK_LOGGER)
     for step in range(3):
@@ -249,7 +235,7 @@ def test_record_file_holds_every_record(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("QR_RECORD_PATH", str(path))
     monkeypatch.setenv("QR_RECORD_RAW_BYTES", "true")
     proc = _v1_processor()
-    outs = _add(proc, SamplingParams(extra_args={"qr_log_level": "none"}), SamplingParams())
+    outs = add_requests(proc, SamplingParams(extra_args={"qr_log_level": "none"}), SamplingParams())
     for step in range(3):
         logits = _logits(2, seed=step)
         proc.apply(logits)

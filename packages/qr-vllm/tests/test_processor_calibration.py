@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from vllm import SamplingParams
-from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
+from vllm.v1.sample.logits_processor import BatchUpdate
 
 from qr_core import Calibration
 from qr_core.records import TokenSamplingRecord
 from qr_entropy import EntropyConfig, run_calibration
 from qr_vllm import QRParamsError, QRSamplingLogitsProcessor, calibrated_hash
+
+from .engine_parts import built_processor
 
 SAMPLE_COUNT = 256
 
@@ -38,11 +39,6 @@ def _calibration(
     return path, cal
 
 
-def _processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    return next(p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor))
-
-
 def _one_record(proc: QRSamplingLogitsProcessor) -> TokenSamplingRecord:
     params = SamplingParams(extra_args={"qr_request_tag": "cal"})
     proc.update_state(BatchUpdate(batch_size=1, removed=[], added=[(0, params, [1], [])], moved=[]))
@@ -55,13 +51,13 @@ def _one_record(proc: QRSamplingLogitsProcessor) -> TokenSamplingRecord:
 def test_records_carry_the_calibration_and_its_hash(
     env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    plain = _one_record(_processor())
+    plain = _one_record(built_processor())
     assert plain.calibration_sha256 is None
     assert plain.u_transform == "randomized_pit"
 
     path, cal = _calibration(tmp_path)
     env.setenv("QR_CALIBRATION_PATH", str(path))
-    calibrated = _one_record(_processor())
+    calibrated = _one_record(built_processor())
     assert calibrated.calibration_sha256 == cal.sha256
     assert calibrated.u_transform == "randomized_pit"
     assert calibrated.config_hash == calibrated_hash(plain.config_hash, cal)
@@ -84,12 +80,12 @@ def test_a_calibration_of_another_device_is_refused_at_start(
         match=r"QR_CALIBRATION_PATH: .*device_id 'pcg64\(seed=5,bias=0.0\)'.*"
         r"reports device_id 'pcg64\(seed=99,bias=0.0\)'",
     ):
-        _processor()
+        built_processor()
 
 
 def test_the_phi_setting_is_recorded(env: pytest.MonkeyPatch) -> None:
     env.setenv("QR_SIGNAL_AMPLIFIER_TYPE", "phi_approx_zscore_mean")
-    record = _one_record(_processor())
+    record = _one_record(built_processor())
     assert record.u_transform == "phi"
     assert record.amplifier == "phi_approx_zscore_mean"
 
@@ -100,10 +96,10 @@ def test_a_mismatching_calibration_is_refused_at_start(
     path, _ = _calibration(tmp_path, sample_count=512)
     env.setenv("QR_CALIBRATION_PATH", str(path))
     with pytest.raises(QRParamsError, match=r"calibration sample_count=512.*sample_count=256"):
-        _processor()
+        built_processor()
     env.setenv("QR_CALIBRATION_PATH", str(tmp_path / "missing.json"))
     with pytest.raises(QRParamsError, match="QR_CALIBRATION_PATH: calibration file"):
-        _processor()
+        built_processor()
 
 
 def test_a_request_may_not_leave_the_calibrated_settings(

@@ -9,57 +9,32 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from vllm.config import VllmConfig
-from vllm.v1.sample.logits_processor import build_logitsprocs
 
 from qr_entropy import ArmSources
-from qr_vllm import AdapterConfig, QRSamplingLogitsProcessor, SourceRefusedError
+from qr_entropy_server.server_process import start_server_process
+from qr_vllm import AdapterConfig, SourceRefusedError
 from qr_vllm._start_probe import probe_in_front_end, start_up_checks, to_probe
 
+from .engine_parts import built_processor
+
 KEY = "the-right-key"
-READY = "qr-entropy-server listening on "
 
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
     """A real entropy server that requires ``KEY``, on a unix socket."""
     folder = Path(tempfile.mkdtemp(prefix="qvp"))  # unix socket paths are short
-    address = f"unix://{folder}/e.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qr_entropy_server", "--address", address],
-        env={**os.environ, "QR_SERVER_API_KEY": KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith(READY):
-            break
-    else:
-        raise AssertionError(f"qr-entropy-server exited with {proc.wait()}: {''.join(seen)}")
     try:
-        yield address
+        flags = ("--address", f"unix://{folder}/e.sock")
+        with start_server_process(*flags, env={"QR_SERVER_API_KEY": KEY}) as server:
+            yield server.address
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -75,11 +50,6 @@ def _arm(address: str, key: str) -> dict[str, object]:
     }
 
 
-def _processor() -> QRSamplingLogitsProcessor:
-    procs = build_logitsprocs(VllmConfig(), torch.device("cpu"), False, False)
-    return next(p for p in procs.non_argmax_invariant if isinstance(p, QRSamplingLogitsProcessor))
-
-
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setenv("QR_METRICS_PORT", "0")
@@ -92,14 +62,14 @@ def test_a_wrong_api_key_refuses_the_processor_naming_arm_address_and_cause(
 ) -> None:
     env.setenv("QR_SOURCES", json.dumps(_arm(address, "not-the-key")))
     with pytest.raises(SourceRefusedError) as info:
-        _processor()
+        built_processor()
     text = str(info.value)
     assert text.startswith("qr-vllm refuses to start: the entropy server refuses")
     assert f"QR_SOURCES: arm 'qrng': UNAUTHENTICATED from {address}" in text
     assert "rejected the API key" in text
     assert "not-the-key" not in text
     env.setenv("QR_SOURCES", json.dumps(_arm(address, KEY)))
-    _processor().close()
+    built_processor().close()
 
 
 def test_a_refused_start_closes_the_sources_it_opened(
@@ -142,14 +112,14 @@ def test_a_server_down_starts_with_a_warning_unless_required(
     down = f"unix://{tmp_path}/nobody.sock"
     env.setenv("QR_SOURCES", json.dumps(_arm(down, KEY)))
     with caplog.at_level(logging.WARNING, logger="qr_vllm._start_probe"):
-        proc = _processor()
+        proc = built_processor()
     proc.close()
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "qr_vllm._start_probe"]
     assert f"entropy server down at start-up: QR_SOURCES: arm 'qrng' at {down}" in warning
     assert "QR_REQUIRE_SOURCES_AT_START=true" in warning
     env.setenv("QR_REQUIRE_SOURCES_AT_START", "true")
     with pytest.raises(SourceRefusedError, match=r"QR_REQUIRE_SOURCES_AT_START=true") as info:
-        _processor()
+        built_processor()
     assert f"QR_SOURCES: arm 'qrng' at {down}" in str(info.value)
     with pytest.raises(SourceRefusedError, match=r"QR_REQUIRE_SOURCES_AT_START=true"):
         probe_in_front_end(AdapterConfig.from_env())
