@@ -142,8 +142,8 @@ def test_a_command_past_its_bound_is_killed_with_what_it_started(
     namespace = ray_cluster.namespace
     script = "sleep 4711 & touch started; wait"
     with pytest.raises(subprocess.TimeoutExpired):
-        namespace.run(["sh", "-c", script], timeout=10, cwd=tmp_path)
-    assert (tmp_path / "started").exists(), "the command did not start in 10 s"
+        namespace.run(["sh", "-c", script], timeout=5, cwd=tmp_path)
+    assert (tmp_path / "started").exists(), "the command did not start in 5 s"
 
     def left() -> list[int]:
         found = []
