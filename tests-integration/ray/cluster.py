@@ -59,6 +59,12 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _result_line(stdout: str) -> dict[str, Any]:
+    """The JSON of runner.py's last ``qr-ray-result:`` line; empty if it printed none."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    return json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
+
+
 @dataclass
 class DriverRun:
     """One run of runner.py: its result line, return code and output."""
@@ -113,8 +119,7 @@ class RayCluster:
         )
         wall = time.monotonic() - t0
         output = done.stdout + done.stderr
-        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-        result: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
+        result = _result_line(done.stdout)
         return DriverRun(result, done.returncode, output, wall)
 
     def wait_until_idle(self) -> float:
@@ -124,8 +129,7 @@ class RayCluster:
             env=self.driver_env(),
             timeout=IDLE_TIMEOUT_S + 120,  # plus the check's own start, on shared cores
         )
-        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-        state: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines else {}
+        state = _result_line(done.stdout)
         assert state.get("idle"), (
             f"the Ray cluster's GPUs are still held by an earlier driver's actors: {state}\n"
             f"{(done.stdout + done.stderr)[-3000:]}"
